@@ -1,0 +1,189 @@
+"""Load journey files: safe YAML, shape validated by pydantic, graph validated here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from journeys._errors import JourneyDefinitionError
+from journeys._predicates import references
+from schemas import BranchStep, ExitStep, JourneyDefinition, SendStep, Step, WaitStep
+
+_PATH_ROOT = re.compile(r"^(event|trigger|vars)(\.[A-Za-z0-9_]+)*$")
+
+
+@dataclass(frozen=True)
+class Journey:
+    """A validated journey version, with its steps indexed by id."""
+
+    definition: JourneyDefinition
+    source: str
+    steps: Mapping[str, Step] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def version(self) -> int:
+        return self.definition.version
+
+    @property
+    def start(self) -> str:
+        return self.definition.steps[0].id
+
+
+def successors(step: Step) -> list[str]:
+    if isinstance(step, BranchStep):
+        return [branch.next for branch in step.branches] + [step.otherwise]
+    if isinstance(step, ExitStep):
+        return []
+    return [step.next]
+
+
+def load_journey_text(text: str, source: str) -> Journey:
+    """Parse one journey document; `source` names it in errors (usually the file path)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JourneyDefinitionError(source, f"not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise JourneyDefinitionError(source, "a journey file must be a YAML mapping")
+    try:
+        definition = JourneyDefinition.model_validate(document)
+    except ValidationError as exc:
+        raise _shape_error(source, document, exc) from None
+    return compile_journey(definition, source)
+
+
+def load_journey_file(path: Path) -> Journey:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JourneyDefinitionError(str(path), f"cannot be read: {exc}") from None
+    return load_journey_text(text, str(path))
+
+
+def load_journeys(directory: Path) -> list[Journey]:
+    """Every `*.yaml` / `*.yml` journey in a directory (not recursive), ordered by file name."""
+    if not directory.is_dir():
+        raise JourneyDefinitionError(str(directory), "is not a directory of journey files")
+    paths = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not paths:
+        raise JourneyDefinitionError(str(directory), "holds no journey files (*.yaml)")
+    return _unique([load_journey_file(path) for path in paths])
+
+
+def library_journeys() -> list[Journey]:
+    """The built-in journey library shipped in `journeys/library/`."""
+    library = resources.files("journeys") / "library"
+    return load_journeys(Path(str(library)))
+
+
+def _unique(journeys: Iterable[Journey]) -> list[Journey]:
+    seen: dict[tuple[str, int], str] = {}
+    result = []
+    for journey in journeys:
+        key = (journey.name, journey.version)
+        if key in seen:
+            raise JourneyDefinitionError(
+                journey.source,
+                f"journey {journey.name!r} version {journey.version} is also defined in "
+                f"{seen[key]}",
+            )
+        seen[key] = journey.source
+        result.append(journey)
+    return result
+
+
+def compile_journey(definition: JourneyDefinition, source: str) -> Journey:
+    """Check the step graph and index it; every error names the step at fault."""
+    steps: dict[str, Step] = {}
+    for step in definition.steps:
+        if step.id in steps:
+            raise JourneyDefinitionError(source, "step id is used twice", step.id)
+        steps[step.id] = step
+    for step in definition.steps:
+        _check_step(source, step, steps)
+    _check_reachable(source, definition.steps[0].id, steps)
+    _check_no_loop_without_wait(source, steps)
+    return Journey(definition=definition, source=source, steps=steps)
+
+
+def _check_step(source: str, step: Step, steps: Mapping[str, Step]) -> None:
+    for target in successors(step):
+        if target not in steps:
+            raise JourneyDefinitionError(source, f"next step {target!r} does not exist", step.id)
+    if isinstance(step, SendStep):
+        for path in references(step.params):
+            if not _PATH_ROOT.match(path):
+                raise JourneyDefinitionError(
+                    source,
+                    f"param reference {{{{ {path} }}}} must start with event., trigger. or vars.",
+                    step.id,
+                )
+
+
+def _check_reachable(source: str, start: str, steps: Mapping[str, Step]) -> None:
+    reached = {start}
+    frontier = [start]
+    while frontier:
+        for target in successors(steps[frontier.pop()]):
+            if target not in reached:
+                reached.add(target)
+                frontier.append(target)
+    for step_id in steps:
+        if step_id not in reached:
+            raise JourneyDefinitionError(source, "is unreachable from the first step", step_id)
+
+
+def _check_no_loop_without_wait(source: str, steps: Mapping[str, Step]) -> None:
+    """A loop must pass a wait step, or one event would run the journey forever."""
+    done: set[str] = set()
+    for root in steps:
+        on_path: list[str] = []
+        _visit(source, root, steps, done, on_path)
+
+
+def _visit(
+    source: str, step_id: str, steps: Mapping[str, Step], done: set[str], on_path: list[str]
+) -> None:
+    if step_id in on_path:
+        loop = " -> ".join([*on_path[on_path.index(step_id) :], step_id])
+        raise JourneyDefinitionError(source, f"loop without a wait step: {loop}", step_id)
+    if step_id in done or isinstance(steps[step_id], WaitStep):
+        return
+    on_path.append(step_id)
+    for target in successors(steps[step_id]):
+        _visit(source, target, steps, done, on_path)
+    on_path.pop()
+    done.add(step_id)
+
+
+def _shape_error(source: str, document: dict[str, Any], exc: ValidationError) -> Exception:
+    """Turn the first pydantic error into one naming the step by id, not by list index."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    location = list(error["loc"])
+    step = None
+    if len(location) >= 2 and location[0] == "steps" and isinstance(location[1], int):
+        raw_steps = document.get("steps")
+        raw = raw_steps[location[1]] if isinstance(raw_steps, list) else None
+        step = raw.get("id") if isinstance(raw, dict) else None
+        step = str(step) if step is not None else f"#{location[1] + 1}"
+        location = location[2:]
+        # the discriminator tag (e.g. "send") is pydantic's bookkeeping, not a field the author wrote
+        if location and location[0] in {"wait", "send", "branch", "exit"}:
+            location = location[1:]
+    where = ".".join(str(part) for part in location)
+    problem = f"{where}: {error['msg']}" if where else error["msg"]
+    more = exc.error_count() - 1
+    if more:
+        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return JourneyDefinitionError(source, problem, step)

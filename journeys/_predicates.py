@@ -1,0 +1,139 @@
+"""Evaluate declarative predicates and `{{ path }}` references against an event context.
+
+The context is plain JSON data: {"event": ..., "trigger": ..., "vars": ...}. Nothing is ever
+`eval`-ed; a path is a dotted walk through dicts (and list indexes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from schemas import AllOf, AnyOf, Comparison, NotOf, Predicate
+
+_MISSING = object()
+_REFERENCE = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+
+
+def resolve(path: str, context: Mapping[str, Any]) -> Any:
+    """The value at a dotted path, or `None` when any part is missing."""
+    value: Any = context
+    for part in path.split("."):
+        value = _child(value, part)
+        if value is _MISSING:
+            return None
+    return value
+
+
+def _child(value: Any, part: str) -> Any:
+    if isinstance(value, Mapping):
+        return value.get(part, _MISSING)
+    if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        return value[int(part)]
+    return _MISSING
+
+
+def evaluate(predicate: Predicate, context: Mapping[str, Any]) -> bool:
+    if isinstance(predicate, AllOf):
+        return all(evaluate(inner, context) for inner in predicate.all)
+    if isinstance(predicate, AnyOf):
+        return any(evaluate(inner, context) for inner in predicate.any)
+    if isinstance(predicate, NotOf):
+        return not evaluate(predicate.not_, context)
+    return _compare(predicate, resolve(predicate.path, context))
+
+
+def _compare(comparison: Comparison, actual: Any) -> bool:
+    expected = comparison.value
+    match comparison.op:
+        case "exists":
+            present = actual is not None and actual != [] and actual != ""
+            return present if expected is None else present == bool(expected)
+        case "eq":
+            return _normalise(actual) == _normalise(expected)
+        case "ne":
+            return _normalise(actual) != _normalise(expected)
+        case "in":
+            return isinstance(expected, list) and _normalise(actual) in map(_normalise, expected)
+        case "contains":
+            return _contains(actual, expected)
+        case _:
+            return _order(comparison.op, actual, expected)
+
+
+def _normalise(value: Any) -> Any:
+    """Numbers compare as numbers, also when the event carried them as decimal strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    if isinstance(value, str):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return value
+    return value
+
+
+def _contains(actual: Any, expected: Any) -> bool:
+    if isinstance(actual, str) and isinstance(expected, str):
+        return expected in actual
+    if isinstance(actual, list):
+        return _normalise(expected) in map(_normalise, actual)
+    return False
+
+
+def _order(op: str, actual: Any, expected: Any) -> bool:
+    left, right = _normalise(actual), _normalise(expected)
+    if type(left) is not type(right) or left is None:
+        return False
+    try:
+        if op == "gt":
+            return bool(left > right)
+        if op == "gte":
+            return bool(left >= right)
+        if op == "lt":
+            return bool(left < right)
+        return bool(left <= right)
+    except TypeError:
+        return False
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Fill `{{ path }}` references in a JSON value.
+
+    A string that is exactly one reference becomes the referenced value itself (a list of cart
+    items stays a list); references inside longer text are interpolated as text.
+    """
+    if isinstance(value, str):
+        return _render_text(value, context)
+    if isinstance(value, list):
+        return [render(item, context) for item in value]
+    if isinstance(value, Mapping):
+        return {key: render(item, context) for key, item in value.items()}
+    return value
+
+
+def _render_text(text: str, context: Mapping[str, Any]) -> Any:
+    whole = _REFERENCE.fullmatch(text.strip())
+    if whole:
+        return resolve(whole.group(1), context)
+
+    def substitute(match: re.Match[str]) -> str:
+        found = resolve(match.group(1), context)
+        return "" if found is None else str(found)
+
+    return _REFERENCE.sub(substitute, text)
+
+
+def references(value: Any) -> list[str]:
+    """Every path referenced in a JSON value, for load-time checks."""
+    if isinstance(value, str):
+        return _REFERENCE.findall(value)
+    if isinstance(value, list):
+        return [path for item in value for path in references(item)]
+    if isinstance(value, Mapping):
+        return [path for item in value.values() for path in references(item)]
+    return []

@@ -1,0 +1,79 @@
+"""The per-customer journey state and the durable timers the engine asks for. Plain data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+from schemas import CustomerRef, SourceChannel, TimerFired, TimerPayload
+
+
+class InstanceState(BaseModel):
+    """One customer's run through one journey version, parked at a wait step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    journey: str
+    version: int
+    instance_id: str
+    step_id: str
+    entered_at: AwareDatetime
+    trigger: dict[str, JsonValue]
+    vars: dict[str, JsonValue] = Field(default_factory=dict)
+    timer_id: str | None = None
+
+
+class CustomerState(BaseModel):
+    """Everything the engine remembers of a customer, keyed by journey name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_id: str
+    instances: dict[str, InstanceState] = Field(default_factory=dict)
+    finished: dict[str, int] = Field(default_factory=dict)
+
+
+class Timer(BaseModel):
+    """A request to be woken at `due_at`; the shell stores it durably and fires it as an event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timer_id: str
+    customer_id: str
+    journey: str
+    journey_version: int
+    instance_id: str
+    step_id: str
+    due_at: AwareDatetime
+
+    def fired_event(self, now: datetime) -> TimerFired:
+        """The `timer.fired` touchpoint; its id is derived from the timer, so re-firing dedupes."""
+        return TimerFired(
+            event_id=f"timer-{self.timer_id}",
+            occurred_at=now,
+            channel=SourceChannel.SYSTEM,
+            customer=CustomerRef(customer_id=self.customer_id),
+            payload=TimerPayload(
+                timer_id=self.timer_id,
+                journey=self.journey,
+                journey_version=self.journey_version,
+                instance_id=self.instance_id,
+                step_id=self.step_id,
+                due_at=self.due_at,
+            ),
+        )
+
+
+class Transition(BaseModel):
+    """Something that happened to a journey instance, for metrics and audit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["entered", "step", "exited", "completed"]
+    journey: str
+    version: int
+    instance_id: str
+    step_id: str | None = None
+    reason: str | None = None

@@ -1,0 +1,48 @@
+"""orjson codecs: bytes on the wire to validated models and back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from schemas._actions import Action
+from schemas._errors import InvalidEventError
+from schemas._touchpoints import Touchpoint
+
+_TOUCHPOINT = TypeAdapter[Touchpoint](Touchpoint)
+
+
+def encode(model: BaseModel) -> bytes:
+    """Serialise any polku model to compact JSON bytes."""
+    return orjson.dumps(model.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def decode_touchpoint(raw: bytes) -> Touchpoint:
+    """Parse and validate one touchpoint; raise `InvalidEventError` with the reason and the bytes."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEventError(f"not JSON: {exc}", raw) from None
+    return touchpoint_from_dict(document, raw)
+
+
+def touchpoint_from_dict(document: Any, raw: bytes = b"") -> Touchpoint:
+    try:
+        return _TOUCHPOINT.validate_python(document)
+    except ValidationError as exc:
+        raise InvalidEventError(describe_validation_error(exc), raw) from None
+
+
+def decode_action(raw: bytes) -> Action:
+    return Action.model_validate_json(raw)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: `location: message`, the input itself never echoed (it may be PII)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in error["loc"]) or "(root)"
+        problems.append(f"{location}: {error['msg']}")
+    return "; ".join(problems)

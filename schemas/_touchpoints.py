@@ -1,0 +1,267 @@
+"""Touchpoint events: what channels tell polku about a customer.
+
+Every event shares one envelope (id, type, time, channel, customer identifiers) and carries a
+payload whose shape depends on `type`; `Touchpoint` is the discriminated union of all of them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal, get_args
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class SourceChannel(StrEnum):
+    """Where a touchpoint happened."""
+
+    WEB = "web"
+    APP = "app"
+    STORE = "store"
+    CRM = "crm"
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    CUSTOMER_SERVICE = "customer_service"
+    SOCIAL = "social"
+    REVIEW_SITE = "review_site"
+    DELIVERY = "delivery"
+    EVENT = "event"
+    SYSTEM = "system"
+
+
+class CustomerRef(BaseModel):
+    """Every identifier an event may carry; at least one is required."""
+
+    model_config = _STRICT
+
+    customer_id: Identifier | None = None
+    email: Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = (
+        None
+    )
+    phone: Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")] | None = None
+    loyalty_card: Identifier | None = None
+    device_id: Identifier | None = None
+    anonymous_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one_identifier(self) -> CustomerRef:
+        if not any(self.model_dump().values()):
+            raise ValueError("customer needs at least one identifier")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The identifier that keys this customer's events, strongest first."""
+        for name in ("customer_id", "loyalty_card", "email", "phone", "device_id", "anonymous_id"):
+            value = getattr(self, name)
+            if value:
+                return f"{name}:{value}" if name != "customer_id" else str(value)
+        raise AssertionError("unreachable: validated to have an identifier")
+
+
+class LineItem(BaseModel):
+    model_config = _STRICT
+
+    sku: Identifier
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    quantity: Annotated[int, Field(ge=1)] = 1
+    unit_price: Annotated[Decimal, Field(ge=0)] | None = None
+    size: str | None = None
+
+
+class _Payload(BaseModel):
+    model_config = _STRICT
+
+
+class CartPayload(_Payload):
+    cart_id: Identifier
+    items: list[LineItem]
+    total: Annotated[Decimal, Field(ge=0)] | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    cart_url: str | None = None
+
+
+class ProductViewedPayload(_Payload):
+    sku: Identifier
+    name: str | None = None
+    category: str | None = None
+    price: Annotated[Decimal, Field(ge=0)] | None = None
+
+
+class OrderPlacedPayload(_Payload):
+    order_id: Identifier
+    items: list[LineItem]
+    total: Annotated[Decimal, Field(ge=0)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    cart_id: Identifier | None = None
+    store_id: Identifier | None = None
+
+
+class StoreVisitPayload(_Payload):
+    store_id: Identifier
+    detected_by: Literal["wifi_login", "app_geofence", "loyalty_card", "staff", "qr_code"]
+
+
+DeliveryStage = Literal[
+    "processing", "shipped", "out_for_delivery", "ready_for_pickup", "delivered", "failed"
+]
+
+
+class DeliveryStatusPayload(_Payload):
+    order_id: Identifier
+    status: DeliveryStage
+    carrier: str | None = None
+    tracking_url: str | None = None
+
+
+class ReturnPayload(_Payload):
+    order_id: Identifier
+    return_id: Identifier
+    items: list[LineItem]
+    reason: str | None = None
+
+
+class ReviewPayload(_Payload):
+    review_id: Identifier
+    rating: Annotated[int, Field(ge=1, le=5)]
+    site: str
+    sku: Identifier | None = None
+    text: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class NewsletterPayload(_Payload):
+    list_id: Identifier
+    source: str | None = None
+
+
+class ContactChannel(StrEnum):
+    """Where polku can reach a customer; one action topic per channel."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    OFFER = "offer"
+    STAFF_TASK = "staff_task"
+    WEBHOOK = "webhook"
+
+
+class ConsentPayload(_Payload):
+    channel: ContactChannel
+    purpose: Literal["marketing", "transactional"]
+    granted: bool
+
+
+class ReceiptPayload(_Payload):
+    action_id: Identifier
+    channel: ContactChannel
+    status: Literal["sent", "delivered", "bounced", "opened", "clicked", "failed", "unsubscribed"]
+    detail: str | None = None
+
+
+class TimerPayload(_Payload):
+    timer_id: Identifier
+    journey: Identifier
+    journey_version: Annotated[int, Field(ge=1)]
+    instance_id: Identifier
+    step_id: Identifier
+    due_at: AwareDatetime
+
+
+class _Envelope(BaseModel):
+    model_config = _STRICT
+
+    event_id: Identifier
+    occurred_at: AwareDatetime
+    channel: SourceChannel
+    customer: CustomerRef
+
+
+class CartUpdated(_Envelope):
+    type: Literal["cart.updated"] = "cart.updated"
+    payload: CartPayload
+
+
+class CartAbandoned(_Envelope):
+    type: Literal["cart.abandoned"] = "cart.abandoned"
+    payload: CartPayload
+
+
+class ProductViewed(_Envelope):
+    type: Literal["product.viewed"] = "product.viewed"
+    payload: ProductViewedPayload
+
+
+class OrderPlaced(_Envelope):
+    """An order in any channel; `channel` tells web, app or store."""
+
+    type: Literal["order.placed"] = "order.placed"
+    payload: OrderPlacedPayload
+
+
+class StoreVisited(_Envelope):
+    type: Literal["store.visited"] = "store.visited"
+    payload: StoreVisitPayload
+
+
+class DeliveryStatusChanged(_Envelope):
+    type: Literal["delivery.status"] = "delivery.status"
+    payload: DeliveryStatusPayload
+
+
+class ReturnCreated(_Envelope):
+    type: Literal["return.created"] = "return.created"
+    payload: ReturnPayload
+
+
+class ReviewPosted(_Envelope):
+    type: Literal["review.posted"] = "review.posted"
+    payload: ReviewPayload
+
+
+class NewsletterSubscribed(_Envelope):
+    type: Literal["newsletter.subscribed"] = "newsletter.subscribed"
+    payload: NewsletterPayload
+
+
+class ConsentChanged(_Envelope):
+    type: Literal["consent.changed"] = "consent.changed"
+    payload: ConsentPayload
+
+
+class MessageReceipt(_Envelope):
+    type: Literal["message.receipt"] = "message.receipt"
+    payload: ReceiptPayload
+
+
+class TimerFired(_Envelope):
+    """Produced by polku itself when a journey's wait is over."""
+
+    type: Literal["timer.fired"] = "timer.fired"
+    payload: TimerPayload
+
+
+Touchpoint = Annotated[
+    CartUpdated
+    | CartAbandoned
+    | ProductViewed
+    | OrderPlaced
+    | StoreVisited
+    | DeliveryStatusChanged
+    | ReturnCreated
+    | ReviewPosted
+    | NewsletterSubscribed
+    | ConsentChanged
+    | MessageReceipt
+    | TimerFired,
+    Field(discriminator="type"),
+]
+
+EVENT_TYPES: tuple[str, ...] = tuple(
+    get_args(model.model_fields["type"].annotation)[0] for model in get_args(get_args(Touchpoint)[0])
+)

@@ -1,0 +1,58 @@
+"""Create polku's topics with their final partition counts (Tansu cannot add partitions later)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams._errors import BrokerError
+from streams._settings import Settings
+
+_ADMIN_TIMEOUT_SECONDS = 15.0
+
+
+def polku_topics(settings: Settings) -> list[str]:
+    return [
+        settings.touchpoints_topic,
+        settings.dead_letter_topic,
+        *settings.action_topics.values(),
+    ]
+
+
+def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> None:
+    """Create missing topics with `settings.partitions`; fail on an existing one with fewer."""
+    wanted = list(topics) if topics is not None else polku_topics(settings)
+    admin = AdminClient(settings.kafka_client_config())
+    existing = admin.list_topics(timeout=_ADMIN_TIMEOUT_SECONDS).topics
+    missing = [name for name in wanted if name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(name, settings.partitions, settings.replication_factor)
+                for name in missing
+            ],
+            operation_timeout=_ADMIN_TIMEOUT_SECONDS,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=_ADMIN_TIMEOUT_SECONDS)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise BrokerError(f"cannot create topic {name!r}: {exc}") from exc
+    _check_partitions(settings, admin, wanted)
+
+
+def _check_partitions(settings: Settings, admin: AdminClient, topics: list[str]) -> None:
+    # the journey state is co-partitioned with the touchpoints topic: a count other than the
+    # configured one would route a customer's events away from that customer's state
+    if settings.touchpoints_topic not in topics:
+        return
+    metadata = admin.list_topics(timeout=_ADMIN_TIMEOUT_SECONDS).topics
+    found = len(metadata[settings.touchpoints_topic].partitions)
+    if found != settings.partitions:
+        raise BrokerError(
+            f"topic {settings.touchpoints_topic!r} has {found} partitions but POLKU_PARTITIONS "
+            f"is {settings.partitions}; they must match"
+        )

@@ -1,0 +1,253 @@
+"""The Faust worker: touchpoints in, journey state in changelogged RocksDB tables, actions out.
+
+Ordering per event is what makes actions effectively-once with at-least-once processing:
+decode -> advance the engine -> produce the actions and wait for their acks -> only then write
+the new state and timers. A crash anywhere before the state write re-processes the event from
+the old state and yields the same `action_id`s, which senders dedupe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.types import Message
+
+from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer
+from schemas import Action, InvalidEventError, Touchpoint, decode_touchpoint, encode
+from streams._metrics import WorkerMetrics
+from streams._settings import Settings
+from streams._timers import DueTimeIndex
+
+log = logging.getLogger("polku.worker")
+
+Clock = Callable[[], datetime]
+_TIMERS_PER_TICK = 1_000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JourneyProcessor:
+    """Everything the journey agent does for one message; owns the due-time index."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        metrics: WorkerMetrics,
+        *,
+        touchpoints: Any,
+        dead_letter: Any,
+        action_topics: dict[str, Any],
+        states: Any,
+        timers: Any,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._metrics = metrics
+        self._touchpoints = touchpoints
+        self._dead_letter = dead_letter
+        self._action_topics = action_topics
+        self._states = states
+        self._timers = timers
+        self._clock = clock
+        self.index = DueTimeIndex()
+
+    async def process(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await self.handle(event.message)
+
+    async def handle(self, message: Message) -> None:
+        raw: bytes = message.value or b""
+        try:
+            event = decode_touchpoint(raw)
+        except InvalidEventError as exc:
+            await self._send_to_dead_letter(message, "invalid_event", exc.reason)
+            return
+        customer_key = event.customer.key.encode()
+        if message.key != customer_key:
+            await self._rekey(customer_key, raw)
+            return
+        started = time.perf_counter()
+        try:
+            outcome = self._engine.advance(self._load_state(customer_key), event, self._clock())
+        except JourneyRuntimeError as exc:
+            await self._send_to_dead_letter(message, "journey_error", str(exc))
+            return
+        await self._emit(outcome.actions)
+        self._save(customer_key, event, outcome)
+        self._count(event, outcome, time.perf_counter() - started)
+
+    def _load_state(self, customer_key: bytes) -> CustomerState:
+        stored = self._states.get(customer_key)
+        if stored is None:
+            return CustomerState(customer_id=customer_key.decode())
+        return CustomerState.model_validate_json(stored)
+
+    async def _emit(self, actions: tuple[Action, ...]) -> None:
+        """Produce every action of one event and wait until the broker has acked them all."""
+        pending = []
+        for action in actions:
+            topic = self._action_topics[action.channel.value]
+            pending.append(
+                await topic.send(key=action.customer_id.encode(), value=encode(action), force=True)
+            )
+        await asyncio.gather(*pending)
+
+    def _save(self, customer_key: bytes, event: Touchpoint, outcome: Outcome) -> None:
+        state = outcome.state
+        if state.instances or state.finished:
+            self._states[customer_key] = encode(state)
+        for timer in outcome.timers:
+            self._timers[timer.timer_id.encode()] = encode(timer)
+            self.index.add(timer)
+        done = list(outcome.cancelled_timers)
+        if event.type == "timer.fired":
+            done.append(event.payload.timer_id)
+        for timer_id in done:
+            key = timer_id.encode()
+            if key in self._timers:
+                del self._timers[key]
+            self.index.discard(timer_id)
+        self._metrics.timers_pending.set(len(self.index))
+
+    def _count(self, event: Touchpoint, outcome: Outcome, seconds: float) -> None:
+        metrics = self._metrics
+        metrics.events.labels(event.type).inc()
+        metrics.processing.observe(seconds)
+        for action in outcome.actions:
+            metrics.actions.labels(action.journey, action.step_id, action.channel.value).inc()
+        for transition in outcome.transitions:
+            metrics.transitions.labels(transition.journey, transition.kind).inc()
+
+    async def _rekey(self, customer_key: bytes, raw: bytes) -> None:
+        # a customer's events must share a partition with that customer's state
+        self._metrics.rekeyed.inc()
+        await (await self._touchpoints.send(key=customer_key, value=raw, force=True))
+
+    async def _send_to_dead_letter(self, message: Message, kind: str, reason: str) -> None:
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
+        )
+        headers = [
+            ("polku.error.kind", kind.encode()),
+            ("polku.error.reason", reason.encode()),
+            ("polku.error.topic", str(message.topic).encode()),
+            ("polku.error.partition", str(message.partition).encode()),
+            ("polku.error.offset", str(message.offset).encode()),
+            ("polku.error.at", self._clock().isoformat().encode()),
+        ]
+        delivered = await self._dead_letter.send(
+            key=message.key, value=message.value or b"", headers=headers, force=True
+        )
+        await delivered
+        self._metrics.dead_lettered.labels(kind).inc()
+
+    async def rebuild_timer_index(self) -> None:
+        """After (re)covery, the index is exactly the timers of this worker's partitions."""
+        self.index.clear()
+        for _, stored in self._timers.items():
+            self.index.add(Timer.model_validate_json(stored))
+        self._metrics.timers_pending.set(len(self.index))
+        log.info("timer index rebuilt: %d pending timers", len(self.index))
+
+    async def fire_due_timers_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.timer_poll_seconds)
+            await self.fire_due_timers()
+
+    async def fire_due_timers(self) -> int:
+        """Produce `timer.fired` for every due timer, keyed by customer onto the input topic.
+
+        Only a produce happens here (Faust timers must not write tables, faust#497); the timer
+        leaves the table when its event is processed, in stream context, like any other event.
+        """
+        now = self._clock()
+        due = self.index.pop_due(now, _TIMERS_PER_TICK)
+        if not due:
+            return 0
+        pending = []
+        for timer in due:
+            pending.append(
+                await self._touchpoints.send(
+                    key=timer.customer_id.encode(), value=encode(timer.fired_event(now)), force=True
+                )
+            )
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        fired = 0
+        for timer, result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("timer %s not fired, will retry: %s", timer.timer_id, result)
+                self.index.add(timer)
+                continue
+            fired += 1
+            self._metrics.timers_fired.inc()
+            self._metrics.timer_lag.observe(max(0.0, (now - timer.due_at).total_seconds()))
+        return fired
+
+
+def build_app(
+    settings: Settings, engine: Engine, metrics: WorkerMetrics, clock: Clock = utc_now
+) -> tuple[faust.App, JourneyProcessor]:
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.require_bootstrap().split(",")],
+        broker_credentials=_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.heartbeat_interval_seconds,
+        broker_commit_interval=settings.commit_interval_seconds,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        autodiscover=False,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    touchpoints = app.topic(settings.touchpoints_topic, partitions=settings.partitions, **raw)
+    # bytes keys and values: the store keeps what `encode` wrote, no Faust codec in between
+    table = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}
+    timers = app.Table("timers", **table)
+    processor = JourneyProcessor(
+        settings,
+        engine,
+        metrics,
+        touchpoints=touchpoints,
+        dead_letter=app.topic(settings.dead_letter_topic, **raw),
+        action_topics={
+            channel.value: app.topic(name, **raw)
+            for channel, name in settings.action_topics.items()
+        },
+        states=app.Table("journey_state", **table),
+        timers=timers,
+        clock=clock,
+    )
+    # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
+    app.agent(touchpoints, name="journeys", concurrency=1)(processor.process)
+    timers.on_recover(processor.rebuild_timer_index)
+    app.task(processor.fire_due_timers_forever)
+    return app, processor
+
+
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    if not settings.kafka_security_protocol.startswith("SASL"):
+        return None
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password.get_secret_value() if password else "",
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=None,
+    )
+

@@ -1,0 +1,111 @@
+"""`polku`: demo, worker, produce, validate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from journeys import Engine, Journey, library_journeys, load_journey_file, load_journeys
+from schemas import PolkuError
+from streams._settings import Settings
+
+
+def _journeys(settings: Settings) -> list[Journey]:
+    if settings.journeys_dir is None:
+        return library_journeys()
+    return load_journeys(settings.journeys_dir)
+
+
+def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
+    import faust
+    from prometheus_client import start_http_server
+
+    from streams._metrics import WorkerMetrics
+    from streams._topics import ensure_topics
+    from streams._worker import build_app
+
+    engine = Engine(_journeys(settings))
+    ensure_topics(settings)
+    metrics = WorkerMetrics()
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)
+    app, _processor = build_app(settings, engine, metrics)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streams._producer import produce_lines
+
+    source = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+    with source:
+        report = produce_lines(settings, source)
+    print(f"sent {report.sent}, rejected {len(report.rejected)}")
+    for line, reason in report.rejected:
+        print(f"  line {line}: {reason}", file=sys.stderr)
+    for failure in report.failed:
+        print(f"  not delivered: {failure}", file=sys.stderr)
+    return 1 if report.rejected or report.failed else 0
+
+
+def cmd_validate(_: Settings, args: argparse.Namespace) -> int:
+    failed = 0
+    for name in args.files:
+        try:
+            journey = load_journey_file(Path(name))
+        except PolkuError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok: {name}: {journey.name} v{journey.version}, {len(journey.steps)} steps")
+    return 1 if failed else 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streams._demo import run_demo
+
+    return run_demo(settings, timeout_seconds=args.timeout)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="polku", description="Kafka-native customer-journey orchestrator"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="start a local broker and a worker, play a multi-customer scenario"
+    )
+    demo.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds")
+    demo.set_defaults(run=cmd_demo)
+    commands.add_parser(
+        "worker", help="run a journey worker against POLKU_KAFKA_BOOTSTRAP"
+    ).set_defaults(run=cmd_worker)
+    produce = commands.add_parser("produce", help="validate and produce JSON-lines touchpoints")
+    produce.add_argument("file", help="a .jsonl file, or - for standard input")
+    produce.set_defaults(run=cmd_produce)
+    validate = commands.add_parser("validate", help="check journey files")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(run=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        return int(args.run(settings, args))
+    except ValidationError as exc:
+        print(f"error: bad POLKU_* setting: {exc}", file=sys.stderr)
+        return 2
+    except PolkuError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

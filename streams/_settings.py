@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     metrics_port: Annotated[int | None, Field(ge=0, le=65535)] = None
     log_level: Literal["debug", "info", "warn", "error"] = "info"
 
-    def action_topic(self, channel: ContactChannel) -> str:
-        return f"{self.actions_topic_prefix}{channel.value}"
+    def action_topic(self, channel: ContactChannel | str) -> str:
+        return f"{self.actions_topic_prefix}{ContactChannel(channel).value}"
 
     @property
     def action_topics(self) -> dict[ContactChannel, str]:
@@ -72,3 +72,12 @@ class Settings(BaseSettings):
             password = self.kafka_sasl_password
             config["sasl.password"] = password.get_secret_value() if password else ""
         return config
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as POLKU_* variables, to start another process with the same config."""
+        env = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"POLKU_{name.upper()}"] = str(value)
+        return env

@@ -208,3 +208,19 @@ def test_grafana_provisions_the_prometheus_datasource() -> None:
     assert len(default) == 1
     assert default[0]["type"] == "prometheus"
     assert default[0]["url"] == "http://prometheus:9090"
+
+
+def test_worker_partitions_match_the_touchpoints_topic() -> None:
+    # the worker refuses to start when POLKU_PARTITIONS differs from the topic's partition count
+    worker_env = _env(_service("worker"))
+    init_env = _env(_service("kafka-init"))
+    assert _resolve_default(worker_env["POLKU_PARTITIONS"]) == _resolve_default(
+        init_env["TOUCHPOINTS_PARTITIONS"]
+    )
+
+
+def test_compose_topics_are_the_ones_the_worker_uses() -> None:
+    from streams import Settings, polku_topics
+
+    settings = Settings(kafka_bootstrap="kafka:9092")
+    assert set(polku_topics(settings)) == set(EXPECTED_TOPICS)

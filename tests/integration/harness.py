@@ -1,0 +1,149 @@
+"""Real processes and real Kafka clients for the integration tests: no mocks here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from streams import Settings, ensure_topics, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAST_JOURNEYS = REPO_ROOT / "tests" / "fixtures" / "journeys"
+SLOW_JOURNEYS = REPO_ROOT / "tests" / "fixtures" / "journeys_slow"
+
+
+def isolated_settings(
+    bootstrap: str, data_dir: Path, journeys_dir: Path = FAST_JOURNEYS, **overrides: object
+) -> Settings:
+    """Settings whose app id and topics belong to one test only, so tests cannot see each other."""
+    run = f"t{uuid.uuid4().hex[:10]}"
+    values: dict[str, object] = {
+        "kafka_bootstrap": bootstrap,
+        "app_id": run,
+        "data_dir": data_dir,
+        "journeys_dir": journeys_dir,
+        "touchpoints_topic": f"{run}.touchpoints",
+        "dead_letter_topic": f"{run}.deadletter",
+        "actions_topic_prefix": f"{run}.actions.",
+        "metrics_port": free_port(),
+        "log_level": "info",
+    }
+    settings = Settings(**(values | overrides))  # type: ignore[arg-type]
+    ensure_topics(settings)
+    return settings
+
+
+@dataclass
+class WorkerProcess:
+    """`polku worker` in its own process, as in production."""
+
+    settings: Settings
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> WorkerProcess:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("POLKU_")}
+        env |= self.settings.to_env()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is flushed or committed."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        return process.returncode
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class TopicReader:
+    """Reads topics from their beginning with a plain consumer (no group, no commits)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}"}
+        )
+        metadata = self._consumer.list_topics(timeout=10).topics
+        self._consumer.assign(
+            [
+                TopicPartition(topic, partition, 0)
+                for topic in topics
+                for partition in metadata[topic].partitions
+            ]
+        )
+        self.messages: list[Message] = []
+
+    def poll(self, seconds: float) -> list[Message]:
+        fresh: list[Message] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for message in self._consumer.consume(100, timeout=0.1):
+                if message.error() is None:
+                    fresh.append(message)
+        self.messages.extend(fresh)
+        return fresh
+
+    def wait_for(
+        self, found: Callable[[list[Message]], bool], timeout: float, why: str
+    ) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        while not found(self.messages):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {why}")
+            self.poll(0.2)
+        return self.messages
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def committed_offset(settings: Settings, topic: str) -> int:
+    """The sum of the worker group's committed offsets on `topic` (Faust's group is its app id)."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.require_bootstrap(), "group.id": settings.app_id}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        committed = consumer.committed(partitions, timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        consumer.close()

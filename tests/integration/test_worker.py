@@ -1,0 +1,233 @@
+"""The worker end to end: a real broker, `polku worker` in its own process, real Kafka clients."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Message
+
+from journeys import CustomerState, Engine, load_journeys
+from schemas import (
+    Action,
+    CartAbandoned,
+    CartPayload,
+    CustomerRef,
+    LineItem,
+    OrderPlaced,
+    OrderPlacedPayload,
+    SourceChannel,
+    Touchpoint,
+    decode_action,
+)
+from streams import Settings, TouchpointProducer
+from tests.integration.harness import (
+    FAST_JOURNEYS,
+    SLOW_JOURNEYS,
+    TopicReader,
+    WorkerProcess,
+    committed_offset,
+    isolated_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+ACTION_TIMEOUT = 45.0
+ITEMS = [LineItem(sku="TRAIL-42", name="Trail shoe", unit_price="89.90", size="42")]  # type: ignore[arg-type]
+
+
+def cart_abandoned(customer_id: str, event_id: str, phone: str | None = None) -> CartAbandoned:
+    return CartAbandoned(
+        event_id=event_id,
+        occurred_at=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
+        channel=SourceChannel.WEB,
+        customer=CustomerRef(customer_id=customer_id, phone=phone),
+        payload=CartPayload(cart_id=f"cart-{event_id}", items=ITEMS),
+    )
+
+
+def order_placed(customer_id: str, event_id: str) -> OrderPlaced:
+    return OrderPlaced(
+        event_id=event_id,
+        occurred_at=datetime(2026, 11, 23, 12, 5, tzinfo=UTC),
+        channel=SourceChannel.STORE,
+        customer=CustomerRef(customer_id=customer_id),
+        payload=OrderPlacedPayload(order_id=f"order-{event_id}", items=ITEMS, total="89.90", currency="EUR"),  # type: ignore[arg-type]
+    )
+
+
+def expected_email(journeys_dir: Path, event: Touchpoint) -> Action:
+    """What the pure engine says the worker must emit: the ids do not depend on the clock."""
+    engine = Engine(load_journeys(journeys_dir))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    entered = engine.advance(CustomerState(customer_id=event.customer.key), event, now)
+    timer = entered.timers[0]
+    fired = engine.advance(entered.state, timer.fired_event(timer.due_at), timer.due_at)
+    assert len(fired.actions) == 1
+    return fired.actions[0]
+
+
+def produce(settings: Settings, *events: Touchpoint) -> None:
+    producer = TouchpointProducer(settings)
+    for event in events:
+        producer.send(event)
+    assert producer.close() == len(events)
+
+
+def actions_for(messages: list[Message], customer_id: str) -> list[Action]:
+    return [
+        action
+        for action in (decode_action(m.value()) for m in messages)
+        if action.customer_id == customer_id
+    ]
+
+
+class Running:
+    """A worker plus readers of its output topics, cleaned up whatever happens."""
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        self.settings = settings
+        bootstrap = settings.require_bootstrap()
+        self.email = TopicReader(bootstrap, [settings.action_topic("email")])
+        self.sms = TopicReader(bootstrap, [settings.action_topic("sms")])
+        self.dead_letter = TopicReader(bootstrap, [settings.dead_letter_topic])
+        self.worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+
+    def close(self) -> None:
+        for reader in (self.email, self.sms, self.dead_letter):
+            reader.close()
+        self.worker.stop()
+
+
+@pytest.fixture
+def running(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Running]:
+    run = Running(isolated_settings(kafka_bootstrap, tmp_path / "data"), tmp_path)
+    try:
+        yield run
+    except BaseException:
+        print(run.worker.log_tail())
+        raise
+    finally:
+        run.close()
+
+
+def test_cart_abandoned_yields_the_email_action_after_the_wait(running: Running) -> None:
+    event = cart_abandoned("cust-email", "ev-email-1")
+    produce(running.settings, event)
+
+    running.email.wait_for(
+        lambda ms: bool(actions_for(ms, "cust-email")), ACTION_TIMEOUT, "the reminder email"
+    )
+
+    [action] = actions_for(running.email.messages, "cust-email")
+    want = expected_email(FAST_JOURNEYS, event)
+    assert action.action_id == want.action_id
+    assert action.template == "cart_reminder"
+    assert action.params["items"] == [item.model_dump(mode="json") for item in ITEMS]
+    # the wait is 2 s and the action is stamped with the worker's clock, after the timer fired
+    assert action.created_at >= action.not_before
+    assert 'polku_actions_emitted_total{channel="email",journey="cart_fast",step="email_reminder"} 1.0' in (
+        running.worker.metrics()
+    )
+
+
+def test_an_order_before_the_wait_ends_means_no_email(running: Running) -> None:
+    produce(
+        running.settings,
+        cart_abandoned("cust-buyer", "ev-buyer-1"),
+        order_placed("cust-buyer", "ev-buyer-2"),
+    )
+    # a sentinel customer abandons a cart later: once its email is out, the buyer's timer
+    # (due earlier) would have fired too, had the order not cancelled it
+    time.sleep(1.0)
+    produce(running.settings, cart_abandoned("cust-sentinel", "ev-sentinel-1"))
+
+    running.email.wait_for(
+        lambda ms: bool(actions_for(ms, "cust-sentinel")), ACTION_TIMEOUT, "the sentinel email"
+    )
+    running.email.poll(1.0)
+    assert actions_for(running.email.messages, "cust-buyer") == []
+    metrics = running.worker.metrics()
+    assert 'polku_journey_transitions_total{journey="cart_fast",kind="exited"} 1.0' in metrics
+
+
+def test_malformed_events_are_dead_lettered_and_the_stream_goes_on(running: Running) -> None:
+    not_json = b'{"type": "cart.abandoned", "event_id": '
+    wrong_shape = orjson.dumps({"type": "cart.abandoned", "event_id": "x", "customer": {}})
+    producer = TouchpointProducer(running.settings)
+    producer.send_raw(b"junk-key", not_json)
+    producer.send_raw(b"junk-key", wrong_shape)
+    producer.send(cart_abandoned("cust-after-junk", "ev-after-junk-1"))
+    assert producer.close() == 3
+
+    dead = running.dead_letter.wait_for(lambda ms: len(ms) >= 2, ACTION_TIMEOUT, "two dead letters")
+    running.email.wait_for(
+        lambda ms: bool(actions_for(ms, "cust-after-junk")),
+        ACTION_TIMEOUT,
+        "the email of the good event after the bad ones",
+    )
+
+    assert sorted(m.value() for m in dead) == sorted([not_json, wrong_shape])
+    reasons = {m.value(): dict(m.headers() or [])[("polku.error.reason")] for m in dead}
+    assert reasons[not_json].startswith(b"not JSON")
+    assert b"occurred_at" in reasons[wrong_shape] and b"Field required" in reasons[wrong_shape]
+    for message in dead:
+        headers = dict(message.headers() or [])
+        assert headers["polku.error.topic"] == running.settings.touchpoints_topic.encode()
+        assert message.key() == b"junk-key"
+    metrics = running.worker.metrics()
+    assert re.search(r'polku_events_dead_lettered_total\{reason="invalid_event"\} 2\.0', metrics)
+
+
+@pytest.mark.parametrize("local_state", ["kept", "lost"])
+def test_a_pending_timer_survives_sigkill_and_restart(
+    kafka_bootstrap: str, tmp_path: Path, local_state: str
+) -> None:
+    """Kill -9 while the timer waits; a new worker still sends the email, once per action_id.
+
+    "lost" restarts on an empty data directory, as on a new machine: the timer and the journey
+    state then come back from the changelog topics alone.
+    """
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data", journeys_dir=SLOW_JOURNEYS)
+    event = cart_abandoned("cust-restart", "ev-restart-1", phone="+358401234567")
+    first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
+    email = TopicReader(kafka_bootstrap, [settings.action_topic("email")])
+    second: WorkerProcess | None = None
+    try:
+        produce(settings, event)
+        _wait_until_committed(settings, first)
+        first.kill()
+        assert actions_for(email.poll(0.5), "cust-restart") == [], "email came before the kill"
+        if local_state == "lost":
+            shutil.rmtree(settings.data_dir)
+
+        second = WorkerProcess(settings, tmp_path / "worker-2.log").start()
+        email.wait_for(
+            lambda ms: bool(actions_for(ms, "cust-restart")), ACTION_TIMEOUT, "the email"
+        )
+        email.poll(1.0)
+        ids = {action.action_id for action in actions_for(email.messages, "cust-restart")}
+        assert ids == {expected_email(SLOW_JOURNEYS, event).action_id}
+    except BaseException:
+        print(first.log_tail(), second.log_tail() if second else "")
+        raise
+    finally:
+        email.close()
+        first.stop()
+        if second:
+            second.stop()
+
+
+def _wait_until_committed(settings: Settings, worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + ACTION_TIMEOUT
+    while committed_offset(settings, settings.touchpoints_topic) < 1:
+        assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
+        if time.monotonic() > deadline:
+            raise AssertionError("the worker never committed the cart event")
+        time.sleep(0.1)

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -173,8 +174,17 @@ class TimerPayload(_Payload):
     due_at: AwareDatetime
 
 
+def _require_type(schema: JsonDict) -> None:
+    """`type` has a default for Python callers, but on the wire it is the discriminator: plain
+    JSON Schema validators ignore `discriminator`, so each variant must require it itself."""
+    required = schema.setdefault("required", [])
+    assert isinstance(required, list)
+    if "type" not in required:
+        required.append("type")
+
+
 class _Envelope(BaseModel):
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_require_type)
 
     event_id: Identifier
     occurred_at: AwareDatetime

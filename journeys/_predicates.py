@@ -52,11 +52,11 @@ def _compare(comparison: Comparison, actual: Any) -> bool:
             present = actual is not None and actual != [] and actual != ""
             return present if expected is None else present == bool(expected)
         case "eq":
-            return _normalise(actual) == _normalise(expected)
+            return _equal(actual, expected)
         case "ne":
-            return _normalise(actual) != _normalise(expected)
+            return not _equal(actual, expected)
         case "in":
-            return isinstance(expected, list) and _normalise(actual) in map(_normalise, expected)
+            return isinstance(expected, list) and any(_equal(actual, item) for item in expected)
         case "contains":
             return _contains(actual, expected)
         case _:
@@ -67,21 +67,29 @@ def _normalise(value: Any) -> Any:
     """Numbers compare as numbers, also when the event carried them as decimal strings."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
-        return Decimal(str(value))
-    if isinstance(value, str):
+    if isinstance(value, int | float | str):
         try:
-            return Decimal(value)
+            number = Decimal(str(value))
         except InvalidOperation:
             return value
+        # "nan" / "Infinity" are text here: a NaN would make ordering raise, not be false
+        return number if number.is_finite() else value
     return value
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    """JSON equality after `_normalise`: a boolean never equals a number (true is not 1)."""
+    left, right = _normalise(actual), _normalise(expected)
+    if isinstance(left, bool) or isinstance(right, bool):
+        return type(left) is type(right) and left == right
+    return bool(left == right)
 
 
 def _contains(actual: Any, expected: Any) -> bool:
     if isinstance(actual, str) and isinstance(expected, str):
         return expected in actual
     if isinstance(actual, list):
-        return _normalise(expected) in map(_normalise, actual)
+        return any(_equal(item, expected) for item in actual)
     return False
 
 

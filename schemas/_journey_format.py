@@ -41,7 +41,10 @@ def _parse_iso_duration(value: object) -> object:
     if match is None:
         raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT1H, PT30M or P2D")
     parts = {name: float(number) for name, number in match.groupdict().items() if number}
-    return timedelta(**parts)
+    try:
+        return timedelta(**parts)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long a duration") from None
 
 
 def _positive(value: timedelta) -> timedelta:

@@ -69,6 +69,9 @@ class LocalBroker:
         return f"{self.host}:{self.port}"
 
     def start(self) -> LocalBroker:
+        # readiness is "accepts connections", which another server on the port would fake
+        if _accepts_connections(self.host, self.port):
+            raise BrokerError(f"cannot start tansu: {self.bootstrap} is already in use")
         url = f"tcp://{self.host}:{self.port}"
         command = [
             str(tansu_binary()),

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from journeys import Timer
+from streams import DueTimeIndex
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def timer(timer_id: str, due_in_seconds: float) -> Timer:
+    return Timer(
+        timer_id=timer_id,
+        customer_id="c1",
+        journey="j",
+        journey_version=1,
+        instance_id="i1",
+        step_id="wait",
+        due_at=T0 + timedelta(seconds=due_in_seconds),
+    )
+
+
+def test_pops_only_due_timers_earliest_first() -> None:
+    index = DueTimeIndex()
+    for timer_id, due in [("late", 30), ("first", 1), ("second", 2), ("future", 3600)]:
+        index.add(timer(timer_id, due))
+
+    due = index.pop_due(T0 + timedelta(seconds=30), limit=10)
+
+    assert [t.timer_id for t in due] == ["first", "second", "late"]
+    assert len(index) == 1 and "future" in index
+    assert index.next_due() == T0 + timedelta(seconds=3600)
+
+
+def test_a_timer_due_exactly_now_is_due() -> None:
+    index = DueTimeIndex()
+    index.add(timer("t", 5))
+    assert [t.timer_id for t in index.pop_due(T0 + timedelta(seconds=5), limit=1)] == ["t"]
+
+
+def test_limit_bounds_one_pop() -> None:
+    index = DueTimeIndex()
+    for n in range(5):
+        index.add(timer(f"t{n}", n))
+    assert len(index.pop_due(T0 + timedelta(hours=1), limit=2)) == 2
+    assert len(index) == 3
+
+
+def test_discarded_timers_never_fire() -> None:
+    index = DueTimeIndex()
+    index.add(timer("cancelled", 1))
+    index.add(timer("kept", 2))
+    index.discard("cancelled")
+    index.discard("never-added")
+
+    assert [t.timer_id for t in index.pop_due(T0 + timedelta(minutes=1), limit=10)] == ["kept"]
+    assert len(index) == 0
+    assert index.next_due() is None
+
+
+def test_re_adding_a_timer_with_a_new_due_time_moves_it() -> None:
+    index = DueTimeIndex()
+    index.add(timer("t", 1))
+    index.add(timer("t", 100))
+
+    assert index.pop_due(T0 + timedelta(seconds=50), limit=10) == []
+    assert [t.timer_id for t in index.pop_due(T0 + timedelta(seconds=100), limit=10)] == ["t"]
+    assert index.pop_due(T0 + timedelta(days=1), limit=10) == []
+
+
+def test_a_timer_put_back_after_a_failed_fire_fires_once() -> None:
+    index = DueTimeIndex()
+    index.add(timer("t", 1))
+    [popped] = index.pop_due(T0 + timedelta(seconds=1), limit=10)
+    index.add(popped)
+    assert [t.timer_id for t in index.pop_due(T0 + timedelta(seconds=2), limit=10)] == ["t"]
+    assert index.pop_due(T0 + timedelta(seconds=3), limit=10) == []
+
+
+def test_clear_empties_the_index() -> None:
+    index = DueTimeIndex()
+    index.add(timer("t", 1))
+    index.clear()
+    assert len(index) == 0
+    assert index.pop_due(T0 + timedelta(days=1), limit=10) == []

@@ -77,7 +77,9 @@ class Engine:
             self._on_timer(state.customer_id, instances, finished, event, now, changes)
         else:
             self._on_exit_events(instances, finished, event_data, changes)
-            self._on_triggers(state.customer_id, instances, finished, event, event_data, now, changes)
+            self._on_triggers(
+                state.customer_id, instances, finished, event, event_data, now, changes
+            )
         new_state = state.model_copy(update={"instances": instances, "finished": finished})
         return Outcome(
             state=new_state,
@@ -109,7 +111,9 @@ class Engine:
                 f"{instance.instance_id} waits at {step.id!r}, which is not a wait step"
             )
         event_data = event.model_dump(mode="json", exclude_none=True)
-        parked = self._run(customer_id, instance, step.next, event.event_id, event_data, now, changes)
+        parked = self._run(
+            customer_id, instance, step.next, event.event_id, event_data, now, changes
+        )
         self._store(instances, finished, instance, parked)
 
     def _on_exit_events(
@@ -192,7 +196,7 @@ class Engine:
         now: datetime,
         changes: _Changes,
     ) -> Timer | None:
-        """Execute steps from `step_id` until the instance waits (its timer is returned) or exits."""
+        """Run steps from `step_id` until the instance waits (its timer is returned) or exits."""
         journey = self._journey_of(instance)
         context = _context(event_data, instance)
         for _ in range(_MAX_STEPS_PER_EVENT):

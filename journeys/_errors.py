@@ -4,7 +4,7 @@ from schemas import PolkuError
 
 
 class JourneyDefinitionError(PolkuError):
-    """A journey file that cannot be loaded: names the file, the step (when known) and the problem."""
+    """A journey file that cannot be loaded: names the file, the step (if known), the problem."""
 
     def __init__(self, source: str, problem: str, step: str | None = None) -> None:
         where = f"{source}: step {step!r}" if step else source

@@ -178,7 +178,7 @@ def _shape_error(source: str, document: dict[str, Any], exc: ValidationError) ->
         step = raw.get("id") if isinstance(raw, dict) else None
         step = str(step) if step is not None else f"#{location[1] + 1}"
         location = location[2:]
-        # the discriminator tag (e.g. "send") is pydantic's bookkeeping, not a field the author wrote
+        # the discriminator tag (e.g. "send") is pydantic's bookkeeping, not an author's field
         if location and location[0] in {"wait", "send", "branch", "exit"}:
             location = location[1:]
     where = ".".join(str(part) for part in location)

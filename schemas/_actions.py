@@ -49,6 +49,4 @@ def action_id_for(
     triggered_by: str,
 ) -> str:
     """The id of the action a step emits for one triggering event of one journey instance."""
-    return stable_id(
-        journey, str(journey_version), customer_id, instance_id, step_id, triggered_by
-    )
+    return stable_id(journey, str(journey_version), customer_id, instance_id, step_id, triggered_by)

@@ -20,7 +20,7 @@ def encode(model: BaseModel) -> bytes:
 
 
 def decode_touchpoint(raw: bytes) -> Touchpoint:
-    """Parse and validate one touchpoint; raise `InvalidEventError` with the reason and the bytes."""
+    """Parse and validate one touchpoint, or raise `InvalidEventError` with reason and bytes."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -66,7 +66,8 @@ JourneyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 # A dotted path into the evaluation context: `event` (the event being processed), `trigger`
 # (the event that started this journey instance) or `vars` (journey variables).
 ContextPath = Annotated[
-    str, Field(pattern=r"^(event|trigger|vars)(\.[A-Za-z0-9_]+)*$", examples=["trigger.payload.total"])
+    str,
+    Field(pattern=r"^(event|trigger|vars)(\.[A-Za-z0-9_]+)*$", examples=["trigger.payload.total"]),
 ]
 
 
@@ -115,7 +116,7 @@ def _predicate_kind(value: Any) -> str:
             if key in value:
                 return key
         return "compare"
-    kinds = {AllOf: "all", AnyOf: "any", NotOf: "not"}
+    kinds: dict[type, str] = {AllOf: "all", AnyOf: "any", NotOf: "not"}
     return kinds.get(type(value), "compare")
 
 

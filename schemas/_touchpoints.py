@@ -42,9 +42,9 @@ class CustomerRef(BaseModel):
     model_config = _STRICT
 
     customer_id: Identifier | None = None
-    email: Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = (
-        None
-    )
+    email: (
+        Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None
+    ) = None
     phone: Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")] | None = None
     loyalty_card: Identifier | None = None
     device_id: Identifier | None = None
@@ -273,5 +273,6 @@ Touchpoint = Annotated[
 ]
 
 EVENT_TYPES: tuple[str, ...] = tuple(
-    get_args(model.model_fields["type"].annotation)[0] for model in get_args(get_args(Touchpoint)[0])
+    get_args(model.model_fields["type"].annotation)[0]
+    for model in get_args(get_args(Touchpoint)[0])
 )

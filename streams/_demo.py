@@ -56,7 +56,7 @@ EXPECTED_DEAD_LETTERS = 1
 
 def _items(*names: str) -> list[LineItem]:
     return [
-        LineItem(sku=name.upper().replace(" ", "-"), name=name, unit_price="49.90")  # type: ignore[arg-type]
+        LineItem(sku=name.upper().replace(" ", "-"), name=name, unit_price="49.90")
         for name in names
     ]
 
@@ -76,14 +76,19 @@ def _cart(customer: CustomerRef, event_id: str, *names: str) -> CartAbandoned:
     )
 
 
-def _order(customer: CustomerRef, event_id: str, channel: SourceChannel, *names: str) -> OrderPlaced:
+def _order(
+    customer: CustomerRef, event_id: str, channel: SourceChannel, *names: str
+) -> OrderPlaced:
     return OrderPlaced(
         event_id=event_id,
         occurred_at=datetime.now(UTC),
         channel=channel,
         customer=customer,
         payload=OrderPlacedPayload(
-            order_id=f"order-{event_id}", items=_items(*names), total="49.90", currency="EUR"  # type: ignore[arg-type]
+            order_id=f"order-{event_id}",
+            items=_items(*names),
+            total="49.90",
+            currency="EUR",
         ),
     )
 
@@ -96,7 +101,10 @@ DANA = CustomerRef(customer_id="dana", email="dana@example.com", phone="+4791110
 OPENING: list[tuple[str, Touchpoint]] = [
     ("Aino leaves trail shoes in her cart", _cart(AINO, "web-1", "Trail shoe", "Merino socks")),
     ("Bertil leaves a rain jacket in his cart", _cart(BERTIL, "web-2", "Rain jacket")),
-    ("...and buys it in the app a moment later", _order(BERTIL, "app-3", SourceChannel.APP, "Rain jacket")),
+    (
+        "...and buys it in the app a moment later",
+        _order(BERTIL, "app-3", SourceChannel.APP, "Rain jacket"),
+    ),
     ("Chen (no phone number known) leaves a tent", _cart(CHEN, "web-4", "Tent")),
     ("Dana leaves a backpack in her cart", _cart(DANA, "web-5", "Backpack")),
 ]
@@ -112,7 +120,11 @@ class _Timeline:
 
 def _describe(action: Action) -> str:
     items = action.params.get("items")
-    named = ", ".join(i["name"] for i in items if isinstance(i, dict)) if isinstance(items, list) else ""
+    named = (
+        ", ".join(str(i["name"]) for i in items if isinstance(i, dict))
+        if isinstance(items, list)
+        else ""
+    )
     extra = f" items: {named}" if named else ""
     if "coupon_code" in action.params:
         extra = f" coupon {action.params['coupon_code']} (-{action.params['discount_percent']}%)"
@@ -202,9 +214,7 @@ def _reader(settings: Settings) -> Consumer:
     )
     topics = [*settings.action_topics.values(), settings.dead_letter_topic]
     metadata = consumer.list_topics(timeout=10).topics
-    consumer.assign(
-        [TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions]
-    )
+    consumer.assign([TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions])
     return consumer
 
 
@@ -259,8 +269,9 @@ def _reactions(
 
 def _reason(message: Message) -> str:
     headers = dict(message.headers() or [])
-    reason = headers.get("polku.error.reason", b"?")
-    return bytes(reason).decode(errors="replace")[:90]
+    reason = headers.get("polku.error.reason") or b"?"
+    text = reason.decode(errors="replace") if isinstance(reason, bytes) else reason
+    return text[:90]
 
 
 def _verdict(actions: Counter[tuple[str, str, str]], dead: int) -> int:

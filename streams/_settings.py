@@ -60,9 +60,9 @@ class Settings(BaseSettings):
             )
         return self.kafka_bootstrap
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka (confluent-kafka) settings for this deployment's broker."""
-        config = {
+        config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.require_bootstrap(),
             "security.protocol": self.kafka_security_protocol,
         }

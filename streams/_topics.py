@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from streams._errors import BrokerError
 from streams._settings import Settings
@@ -29,10 +30,7 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> No
     missing = [name for name in wanted if name not in existing]
     if missing:
         futures = admin.create_topics(
-            [
-                NewTopic(name, settings.partitions, settings.replication_factor)
-                for name in missing
-            ],
+            [NewTopic(name, settings.partitions, settings.replication_factor) for name in missing],
             operation_timeout=_ADMIN_TIMEOUT_SECONDS,
         )
         for name, future in futures.items():

@@ -214,22 +214,18 @@ def build_app(
         web_bind="127.0.0.1",
         autodiscover=False,
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    touchpoints = app.topic(settings.touchpoints_topic, partitions=settings.partitions, **raw)
-    # bytes keys and values: the store keeps what `encode` wrote, no Faust codec in between
-    table = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}
-    timers = app.Table("timers", **table)
+    touchpoints = _raw_topic(app, settings.touchpoints_topic, settings.partitions)
+    timers = _bytes_table(app, "timers", settings.partitions)
     processor = JourneyProcessor(
         settings,
         engine,
         metrics,
         touchpoints=touchpoints,
-        dead_letter=app.topic(settings.dead_letter_topic, **raw),
+        dead_letter=_raw_topic(app, settings.dead_letter_topic),
         action_topics={
-            channel.value: app.topic(name, **raw)
-            for channel, name in settings.action_topics.items()
+            channel.value: _raw_topic(app, name) for channel, name in settings.action_topics.items()
         },
-        states=app.Table("journey_state", **table),
+        states=_bytes_table(app, "journey_state", settings.partitions),
         timers=timers,
         clock=clock,
     )
@@ -238,6 +234,15 @@ def build_app(
     timers.on_recover(processor.rebuild_timer_index)
     app.task(processor.fire_due_timers_forever)
     return app, processor
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
+    return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")
+
+
+def _bytes_table(app: faust.App, name: str, partitions: int) -> faust.types.TableT[bytes, bytes]:
+    # bytes keys and values: the store keeps what `encode` wrote, no Faust codec in between
+    return app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
 
 
 def _credentials(settings: Settings) -> faust.SASLCredentials | None:
@@ -250,4 +255,3 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
         mechanism=settings.kafka_sasl_mechanism,
         ssl_context=None,
     )
-

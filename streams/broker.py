@@ -145,4 +145,3 @@ def broker_bootstrap(external: str | None, log_path: Path | None = None) -> Iter
         return
     with LocalBroker(log_path=log_path) as broker:
         yield broker.bootstrap
-

@@ -22,13 +22,14 @@ def timer(timer_id: str, due_in_seconds: float) -> Timer:
 
 def test_pops_only_due_timers_earliest_first() -> None:
     index = DueTimeIndex()
-    for timer_id, due in [("late", 30), ("first", 1), ("second", 2), ("future", 3600)]:
-        index.add(timer(timer_id, due))
+    for timer_id, seconds in [("late", 30), ("first", 1), ("second", 2), ("future", 3600)]:
+        index.add(timer(timer_id, seconds))
 
     due = index.pop_due(T0 + timedelta(seconds=30), limit=10)
 
     assert [t.timer_id for t in due] == ["first", "second", "late"]
-    assert len(index) == 1 and "future" in index
+    assert len(index) == 1
+    assert "future" in index
     assert index.next_due() == T0 + timedelta(seconds=3600)
 
 

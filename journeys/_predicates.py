@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 from schemas import AllOf, AnyOf, Comparison, NotOf, Predicate
 
 _MISSING = object()
@@ -131,7 +133,10 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
 
     def substitute(match: re.Match[str]) -> str:
         found = resolve(match.group(1), context)
-        return "" if found is None else str(found)
+        if found is None:
+            return ""
+        # text stays text; anything else is written as JSON (true, not Python's True)
+        return found if isinstance(found, str) else orjson.dumps(found).decode()
 
     return _REFERENCE.sub(substitute, text)
 

@@ -47,9 +47,15 @@ def _parse_iso_duration(value: object) -> object:
         raise ValueError(f"{value!r} is too long a duration") from None
 
 
+# long enough for any real journey, short enough that `now + duration` cannot overflow
+MAX_DURATION = timedelta(days=3650)
+
+
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("a duration must be longer than zero")
+    if value > MAX_DURATION:
+        raise ValueError(f"a duration may be at most {MAX_DURATION.days} days")
     return value
 
 

@@ -438,3 +438,11 @@ def test_the_fast_test_fixture_loads_and_mirrors_the_library_cart() -> None:
     assert [journey.name for journey in fast] == ["cart_fast"]
     library_cart = next(j for j in library_journeys() if j.name == "abandoned_cart")
     assert list(fast[0].steps) == list(library_cart.steps)
+
+
+def test_a_wait_longer_than_ten_years_is_rejected_naming_the_step() -> None:
+    text = (
+        (LIBRARY / "abandoned_cart.yaml").read_text().replace("duration: PT1H", "duration: P3651D")
+    )
+    with pytest.raises(JourneyDefinitionError, match=r"wait_before_reminder.*at most 3650 days"):
+        load_journey_text(text, "long.yaml")

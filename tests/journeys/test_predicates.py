@@ -370,3 +370,9 @@ def test_render_does_not_change_its_input() -> None:
 def test_render_does_not_evaluate_anything() -> None:
     assert render("{{ 1 + 1 }}", CONTEXT) == "{{ 1 + 1 }}"
     assert render("{{ event.payload.__class__ }}", CONTEXT) is None
+
+
+def test_render_writes_non_text_values_inside_text_as_json() -> None:
+    context = {"event": {"flag": True, "sizes": [41, 42], "name": "Aino"}}
+    rendered = render("{{ event.name }}: {{ event.flag }} {{ event.sizes }}", context)
+    assert rendered == "Aino: true [41,42]"

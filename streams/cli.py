@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from journeys import Engine, Journey, library_journeys, load_journey_file, load_journeys
 from schemas import PolkuError
+from streams._cli_channels import register as register_channel_commands
 from streams._settings import Settings
 
 
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check journey files")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(run=cmd_validate)
+    register_channel_commands(commands)
     return parser
 
 

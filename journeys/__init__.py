@@ -9,13 +9,16 @@ from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
 from journeys._loader import (
     Journey,
     compile_journey,
+    is_wait,
     library_journeys,
     load_journey_file,
     load_journey_text,
     load_journeys,
+    successors,
 )
 from journeys._predicates import evaluate, render, resolve
-from journeys._state import CustomerState, InstanceState, Timer, Transition
+from journeys._run import bucket, next_time_of_day
+from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
 
 __all__ = [
     "CustomerState",
@@ -25,14 +28,19 @@ __all__ = [
     "JourneyDefinitionError",
     "JourneyRuntimeError",
     "Outcome",
+    "SentAction",
     "Timer",
     "Transition",
+    "bucket",
     "compile_journey",
     "evaluate",
+    "is_wait",
     "library_journeys",
     "load_journey_file",
     "load_journey_text",
     "load_journeys",
+    "next_time_of_day",
     "render",
     "resolve",
+    "successors",
 ]

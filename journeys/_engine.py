@@ -7,28 +7,25 @@ it returns the same new state, actions and timers, which is what makes journeys 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from journeys._errors import JourneyRuntimeError
+from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
 from journeys._loader import Journey
-from journeys._predicates import evaluate, render
+from journeys._predicates import evaluate, resolve
+from journeys._run import Run, bucket
 from journeys._state import CustomerState, InstanceState, Timer, Transition
 from schemas import (
     Action,
-    BranchStep,
-    ExitStep,
-    SendStep,
+    Cooldown,
+    PerKey,
     TimerFired,
     Touchpoint,
+    WaitForStep,
     WaitStep,
-    action_id_for,
     stable_id,
 )
-
-# A journey graph without wait-free loops ends well within this; it guards against a bad state.
-_MAX_STEPS_PER_EVENT = 1_000
 
 
 @dataclass(frozen=True)
@@ -42,19 +39,12 @@ class Outcome:
     transitions: tuple[Transition, ...] = ()
 
 
-@dataclass
-class _Changes:
-    actions: list[Action] = field(default_factory=list)
-    timers: list[Timer] = field(default_factory=list)
-    cancelled_timers: list[str] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
-
-
 class Engine:
     """Runs a set of journeys. New entrants get the highest version of each journey; running
-    instances stay on the version they entered with."""
+    instances stay on the version they entered with, unless a newer version migrates them."""
 
-    def __init__(self, journeys: Iterable[Journey]) -> None:
+    def __init__(self, journeys: Iterable[Journey], default_timezone: str = "UTC") -> None:
+        self.default_timezone = default_timezone
         self._versions: dict[tuple[str, int], Journey] = {}
         self._latest: dict[str, Journey] = {}
         for journey in journeys:
@@ -62,166 +52,55 @@ class Engine:
             current = self._latest.get(journey.name)
             if current is None or journey.version > current.version:
                 self._latest[journey.name] = journey
+        self._migrations = self._index_migrations()
+
+    def _index_migrations(self) -> dict[tuple[str, int], Journey]:
+        migrations = {}
+        for journey in self._versions.values():
+            migrate = journey.definition.migrate
+            if migrate is None:
+                continue
+            old = self._versions.get((journey.name, migrate.from_version))
+            if old is not None:
+                _check_migration_covers(old, journey)
+            migrations[(journey.name, migrate.from_version)] = journey
+        return migrations
 
     @property
     def journeys(self) -> list[Journey]:
+        """The newest version of every journey."""
         return list(self._latest.values())
+
+    def runnable(self, journey: str, version: int) -> bool:
+        """Can instances of this version go on (loaded, or migrated to a loaded version)?"""
+        return (journey, version) in self._versions or (journey, version) in self._migrations
 
     def advance(self, state: CustomerState, event: Touchpoint, now: datetime) -> Outcome:
         """Apply one event to one customer's state at time `now`."""
-        changes = _Changes()
-        instances = dict(state.instances)
-        finished = dict(state.finished)
-        event_data = event.model_dump(mode="json", exclude_none=True)
+        run = Run(state.model_copy(deep=True), event, now, self.default_timezone)
+        self._migrate(run)
         if isinstance(event, TimerFired):
-            self._on_timer(state.customer_id, instances, finished, event, now, changes)
+            self._on_timer(run, event)
         else:
-            self._on_exit_events(instances, finished, event_data, changes)
-            self._on_triggers(
-                state.customer_id, instances, finished, event, event_data, now, changes
-            )
-        new_state = state.model_copy(update={"instances": instances, "finished": finished})
+            self._on_goals(run)
+            self._on_exit_events(run)
+            self._on_awaited_events(run)
+            self._on_triggers(run)
         return Outcome(
-            state=new_state,
-            actions=tuple(changes.actions),
-            timers=tuple(changes.timers),
-            cancelled_timers=tuple(changes.cancelled_timers),
-            transitions=tuple(changes.transitions),
+            state=run.state,
+            actions=tuple(run.actions),
+            timers=tuple(run.timers),
+            cancelled_timers=tuple(run.cancelled_timers),
+            transitions=tuple(run.transitions),
         )
 
-    def _on_timer(
-        self,
-        customer_id: str,
-        instances: dict[str, InstanceState],
-        finished: dict[str, int],
-        event: TimerFired,
-        now: datetime,
-        changes: _Changes,
-    ) -> None:
-        timer = event.payload
-        instance = instances.get(timer.journey)
-        # a timer of an instance that has since exited or moved on is stale: at-least-once
-        # delivery of timers makes this normal, so it is ignored rather than treated as an error
-        if instance is None or instance.timer_id != timer.timer_id:
-            return
-        step = self._journey_of(instance).steps[instance.step_id]
-        if not isinstance(step, WaitStep):
-            raise JourneyRuntimeError(
-                f"journey {instance.journey!r} v{instance.version}: instance "
-                f"{instance.instance_id} waits at {step.id!r}, which is not a wait step"
-            )
-        event_data = event.model_dump(mode="json", exclude_none=True)
-        parked = self._run(
-            customer_id, instance, step.next, event.event_id, event_data, now, changes
-        )
-        self._store(instances, finished, instance, parked)
+    def migrate_state(self, state: CustomerState, now: datetime) -> Outcome:
+        """What deploying the loaded versions does to a stored state (for previews)."""
+        run = Run(state.model_copy(deep=True), None, now, self.default_timezone)
+        self._migrate(run)
+        return Outcome(state=run.state, transitions=tuple(run.transitions))
 
-    def _on_exit_events(
-        self,
-        instances: dict[str, InstanceState],
-        finished: dict[str, int],
-        event_data: dict[str, Any],
-        changes: _Changes,
-    ) -> None:
-        for name, instance in list(instances.items()):
-            journey = self._journey_of(instance)
-            context = _context(event_data, instance)
-            for exit_on in journey.definition.exit_on:
-                if event_data["type"] == exit_on.event and (
-                    exit_on.where is None or evaluate(exit_on.where, context)
-                ):
-                    del instances[name]
-                    finished[name] = finished.get(name, 0) + 1
-                    if instance.timer_id:
-                        changes.cancelled_timers.append(instance.timer_id)
-                    changes.transitions.append(
-                        _transition("exited", instance, reason=f"exit_on {exit_on.event}")
-                    )
-                    break
-
-    def _on_triggers(
-        self,
-        customer_id: str,
-        instances: dict[str, InstanceState],
-        finished: dict[str, int],
-        event: Touchpoint,
-        event_data: dict[str, Any],
-        now: datetime,
-        changes: _Changes,
-    ) -> None:
-        for name, journey in self._latest.items():
-            trigger = journey.definition.trigger
-            if name in instances or event.type != trigger.event:
-                continue
-            context = {"event": event_data, "trigger": event_data, "vars": {}}
-            if trigger.where is not None and not evaluate(trigger.where, context):
-                continue
-            instance = InstanceState(
-                journey=name,
-                version=journey.version,
-                instance_id=stable_id(name, str(journey.version), customer_id, event.event_id),
-                step_id=journey.start,
-                entered_at=now,
-                trigger=event_data,
-            )
-            changes.transitions.append(_transition("entered", instance))
-            parked = self._run(
-                customer_id, instance, journey.start, event.event_id, event_data, now, changes
-            )
-            self._store(instances, finished, instance, parked)
-
-    @staticmethod
-    def _store(
-        instances: dict[str, InstanceState],
-        finished: dict[str, int],
-        instance: InstanceState,
-        parked: Timer | None,
-    ) -> None:
-        """Keep the instance if its run parked it at a wait, else count it as finished."""
-        if parked is not None:
-            instances[instance.journey] = instance.model_copy(
-                update={"step_id": parked.step_id, "timer_id": parked.timer_id}
-            )
-        else:
-            instances.pop(instance.journey, None)
-            finished[instance.journey] = finished.get(instance.journey, 0) + 1
-
-    def _run(
-        self,
-        customer_id: str,
-        instance: InstanceState,
-        step_id: str,
-        triggered_by: str,
-        event_data: dict[str, Any],
-        now: datetime,
-        changes: _Changes,
-    ) -> Timer | None:
-        """Run steps from `step_id` until the instance waits (its timer is returned) or exits."""
-        journey = self._journey_of(instance)
-        context = _context(event_data, instance)
-        for _ in range(_MAX_STEPS_PER_EVENT):
-            step = journey.steps[step_id]
-            changes.transitions.append(_transition("step", instance, step_id=step.id))
-            if isinstance(step, SendStep):
-                changes.actions.append(
-                    _action(customer_id, instance, step, triggered_by, context, now)
-                )
-                step_id = step.next
-            elif isinstance(step, BranchStep):
-                step_id = _choose(step, context)
-            elif isinstance(step, WaitStep):
-                timer = _timer(customer_id, instance, step, triggered_by, now)
-                changes.timers.append(timer)
-                return timer
-            else:
-                assert isinstance(step, ExitStep)
-                changes.transitions.append(_transition("completed", instance, step_id=step.id))
-                return None
-        raise JourneyRuntimeError(
-            f"journey {journey.name!r}: more than {_MAX_STEPS_PER_EVENT} steps for one event"
-        )
-
-    def _journey_of(self, instance: InstanceState) -> Journey:
+    def _journey(self, instance: InstanceState) -> Journey:
         journey = self._versions.get((instance.journey, instance.version))
         if journey is None:
             raise JourneyRuntimeError(
@@ -230,81 +109,161 @@ class Engine:
             )
         return journey
 
+    def _migrate(self, run: Run) -> None:
+        for instance in run.state.instances.values():
+            key = (instance.journey, instance.version)
+            if key in self._versions or key not in self._migrations:
+                continue
+            target = self._migrations[key]
+            mapping = target.definition.migrate.steps if target.definition.migrate else {}
+            if instance.step_id not in mapping:
+                raise JourneyRuntimeError(
+                    f"journey {instance.journey!r} v{target.version} migrates from "
+                    f"v{instance.version} but does not map step {instance.step_id!r}"
+                )
+            old_step = instance.step_id
+            instance.version = target.version
+            instance.step_id = mapping[old_step]
+            run.record("migrated", instance, step_id=instance.step_id, reason=f"from {old_step}")
 
-def _context(event_data: dict[str, Any], instance: InstanceState) -> dict[str, Any]:
-    return {"event": event_data, "trigger": instance.trigger, "vars": instance.vars}
+    def _on_timer(self, run: Run, event: TimerFired) -> None:
+        timer = event.payload
+        instance = run.instance_by_id(timer.instance_id)
+        # a timer of an instance that has since ended or moved on is stale: at-least-once
+        # firing makes this normal, so it is ignored rather than treated as an error
+        if instance is None or instance.timer_id != timer.timer_id:
+            return
+        instance.timer_id = None
+        step = self._journey(instance).steps[instance.step_id]
+        if isinstance(step, WaitStep):
+            run.execute(self._journey(instance), instance, step.next)
+        elif isinstance(step, WaitForStep):
+            run.record("step", instance, step_id=step.id, reason="timeout")
+            run.execute(self._journey(instance), instance, step.on_timeout)
+        else:
+            raise JourneyRuntimeError(
+                f"journey {instance.journey!r} v{instance.version}: instance "
+                f"{instance.instance_id} waits at {step.id!r}, which is not a wait step"
+            )
+
+    def _on_goals(self, run: Run) -> None:
+        for instance in list(run.state.instances.values()):
+            goal = self._journey(instance).definition.goal
+            if goal is None or run.event_type != goal.event:
+                continue
+            if run.now - instance.entered_at > goal.within:
+                continue
+            if goal.where is None or evaluate(goal.where, run.context(instance)):
+                instance.seen[goal.event] = run.event_data
+                run.record(
+                    "goal",
+                    instance,
+                    reason=goal.event,
+                    attributed_to=instance.last_action,
+                    variants=dict(instance.variants),
+                )
+                run.finish(instance)
+
+    def _on_exit_events(self, run: Run) -> None:
+        for instance in list(run.state.instances.values()):
+            for exit_on in self._journey(instance).definition.exit_on:
+                if run.event_type == exit_on.event and (
+                    exit_on.where is None or evaluate(exit_on.where, run.context(instance))
+                ):
+                    run.record("exited", instance, reason=f"exit_on {exit_on.event}")
+                    run.finish(instance)
+                    break
+
+    def _on_awaited_events(self, run: Run) -> None:
+        for instance in list(run.state.instances.values()):
+            journey = self._journey(instance)
+            step = journey.steps[instance.step_id]
+            if not isinstance(step, WaitForStep) or not _awaited(step, run, instance):
+                continue
+            if instance.timer_id:
+                run.cancelled_timers.append(instance.timer_id)
+                instance.timer_id = None
+            instance.seen[step.event] = run.event_data
+            run.record("step", instance, step_id=step.id, reason=f"got {step.event}")
+            run.execute(journey, instance, step.on_event)
+
+    def _on_triggers(self, run: Run) -> None:
+        for name, journey in self._latest.items():
+            trigger = journey.definition.trigger
+            if run.event_type != trigger.event:
+                continue
+            context = {"event": run.event_data, "trigger": run.event_data, "vars": {}}
+            context |= {"profile": run.state.profile, "seen": {}}
+            if trigger.where is not None and not evaluate(trigger.where, context):
+                continue
+            slot = _slot(name, trigger.reentry, context)
+            if slot is not None and self._may_enter(run, name, slot, trigger.reentry):
+                self._enter(run, journey, slot)
+
+    @staticmethod
+    def _may_enter(run: Run, name: str, slot: str, reentry: Any) -> bool:
+        state = run.state
+        if slot in state.instances:
+            return False
+        if reentry == "once":
+            return state.entries.get(name, 0) == 0
+        if isinstance(reentry, Cooldown):
+            last = state.last_entry_at.get(name)
+            return last is None or run.now - last >= reentry.cooldown
+        return True
+
+    def _enter(self, run: Run, journey: Journey, slot: str) -> None:
+        assert run.event is not None
+        customer_id = run.state.customer_id
+        holdout_percent = journey.definition.holdout_percent
+        instance = InstanceState(
+            journey=journey.name,
+            version=journey.version,
+            instance_id=stable_id(
+                journey.name, str(journey.version), customer_id, slot, run.event.event_id
+            ),
+            slot=slot,
+            step_id=journey.start,
+            entered_at=run.now,
+            trigger=run.event_data,
+            seen={run.event.type: run.event_data},
+            holdout=bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
+        )
+        state = run.state
+        state.instances[slot] = instance
+        state.entries[journey.name] = state.entries.get(journey.name, 0) + 1
+        state.last_entry_at[journey.name] = run.now
+        run.record("entered", instance, holdout=instance.holdout)
+        run.execute(journey, instance, journey.start)
 
 
-def _choose(step: BranchStep, context: dict[str, Any]) -> str:
-    for branch in step.branches:
-        if evaluate(branch.when, context):
-            return branch.next
-    return step.otherwise
+def _slot(name: str, reentry: Any, context: dict[str, Any]) -> str | None:
+    """The instance slot an entry would take; None when a per-key journey has no key."""
+    if not isinstance(reentry, PerKey):
+        return name
+    key = resolve(reentry.per_key, context)
+    if key is None or key == "":
+        return None
+    return f"{name}#{key}"
 
 
-def _action(
-    customer_id: str,
-    instance: InstanceState,
-    step: SendStep,
-    triggered_by: str,
-    context: dict[str, Any],
-    now: datetime,
-) -> Action:
-    return Action(
-        action_id=action_id_for(
-            journey=instance.journey,
-            journey_version=instance.version,
-            customer_id=customer_id,
-            instance_id=instance.instance_id,
-            step_id=step.id,
-            triggered_by=triggered_by,
-        ),
-        customer_id=customer_id,
-        journey=instance.journey,
-        journey_version=instance.version,
-        instance_id=instance.instance_id,
-        step_id=step.id,
-        channel=step.channel,
-        template=step.template,
-        params=render(step.params, context),
-        priority=step.priority,
-        triggered_by=triggered_by,
-        created_at=now,
-        not_before=now,
-    )
+def _awaited(step: WaitForStep, run: Run, instance: InstanceState) -> bool:
+    if run.event_type != step.event:
+        return False
+    for path in step.correlate:
+        mine = resolve(path, instance.trigger)
+        if mine is None or resolve(path, run.event_data) != mine:
+            return False
+    return step.where is None or evaluate(step.where, run.context(instance))
 
 
-def _timer(
-    customer_id: str, instance: InstanceState, step: WaitStep, triggered_by: str, now: datetime
-) -> Timer:
-    return Timer(
-        timer_id=stable_id(
-            instance.journey,
-            str(instance.version),
-            customer_id,
-            instance.instance_id,
-            step.id,
-            triggered_by,
-        ),
-        customer_id=customer_id,
-        journey=instance.journey,
-        journey_version=instance.version,
-        instance_id=instance.instance_id,
-        step_id=step.id,
-        due_at=now + step.duration,
-    )
-
-
-def _transition(
-    kind: str, instance: InstanceState, step_id: str | None = None, reason: str | None = None
-) -> Transition:
-    return Transition.model_validate(
-        {
-            "kind": kind,
-            "journey": instance.journey,
-            "version": instance.version,
-            "instance_id": instance.instance_id,
-            "step_id": step_id,
-            "reason": reason,
-        }
-    )
+def _check_migration_covers(old: Journey, new: Journey) -> None:
+    """Every step an old instance can wait at needs a home in the new version."""
+    assert new.definition.migrate is not None
+    mapping = new.definition.migrate.steps
+    for step in old.steps.values():
+        if isinstance(step, WaitStep | WaitForStep) and step.id not in mapping:
+            raise JourneyDefinitionError(
+                new.source,
+                f"migrate from v{old.version} does not map its wait step {step.id!r}",
+            )

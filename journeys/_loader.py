@@ -14,9 +14,19 @@ from pydantic import ValidationError
 
 from journeys._errors import JourneyDefinitionError
 from journeys._predicates import references
-from schemas import BranchStep, ExitStep, JourneyDefinition, SendStep, Step, WaitStep
+from schemas import (
+    BranchStep,
+    ExitStep,
+    JourneyDefinition,
+    SendStep,
+    SplitStep,
+    Step,
+    UpdateStep,
+    WaitForStep,
+    WaitStep,
+)
 
-_PATH_ROOT = re.compile(r"^(event|trigger|vars)(\.[A-Za-z0-9_]+)*$")
+_PATH_ROOT = re.compile(r"^(event|trigger|vars|profile|seen)(\.[A-Za-z0-9_]+)*$")
 
 
 @dataclass(frozen=True)
@@ -43,9 +53,18 @@ class Journey:
 def successors(step: Step) -> list[str]:
     if isinstance(step, BranchStep):
         return [branch.next for branch in step.branches] + [step.otherwise]
+    if isinstance(step, SplitStep):
+        return [variant.next for variant in step.variants]
+    if isinstance(step, WaitForStep):
+        return [step.on_event, step.on_timeout]
     if isinstance(step, ExitStep):
         return []
     return [step.next]
+
+
+def is_wait(step: Step) -> bool:
+    """Steps where an instance parks until a timer or an event: loops must pass one."""
+    return isinstance(step, WaitStep | WaitForStep)
 
 
 def load_journey_text(text: str, source: str) -> Journey:
@@ -114,6 +133,9 @@ def compile_journey(definition: JourneyDefinition, source: str) -> Journey:
         _check_step(source, step, steps)
     _check_reachable(source, definition.steps[0].id, steps)
     _check_no_loop_without_wait(source, steps)
+    _check_every_path_ends(source, steps)
+    _check_events(source, definition)
+    _check_migration_targets(source, definition, steps)
     return Journey(definition=definition, source=source, steps=steps)
 
 
@@ -126,9 +148,57 @@ def _check_step(source: str, step: Step, steps: Mapping[str, Step]) -> None:
             if not _PATH_ROOT.match(path):
                 raise JourneyDefinitionError(
                     source,
-                    f"param reference {{{{ {path} }}}} must start with event., trigger. or vars.",
+                    f"param reference {{{{ {path} }}}} must start with event., trigger., "
+                    "vars., profile. or seen.",
                     step.id,
                 )
+
+
+def _check_every_path_ends(source: str, steps: Mapping[str, Step]) -> None:
+    """From every step an exit must be reachable: no instance can be trapped forever."""
+    can_end = {step_id for step_id, step in steps.items() if isinstance(step, ExitStep)}
+    changed = True
+    while changed:
+        changed = False
+        for step_id, step in steps.items():
+            if step_id not in can_end and any(t in can_end for t in successors(step)):
+                can_end.add(step_id)
+                changed = True
+    for step_id in steps:
+        if step_id not in can_end:
+            raise JourneyDefinitionError(source, "no path from here reaches an exit step", step_id)
+
+
+def _check_events(source: str, definition: JourneyDefinition) -> None:
+    if definition.trigger.event == "timer.fired":
+        raise JourneyDefinitionError(source, "timer.fired is polku's own event, not a trigger")
+    for step in definition.steps:
+        if isinstance(step, WaitForStep) and step.event == "timer.fired":
+            raise JourneyDefinitionError(source, "wait_for cannot await timer.fired", step.id)
+    for path in _update_references(definition):
+        if not _PATH_ROOT.match(path):
+            raise JourneyDefinitionError(source, f"bad reference {{{{ {path} }}}}")
+
+
+def _update_references(definition: JourneyDefinition) -> list[str]:
+    found: list[str] = []
+    for step in definition.steps:
+        if isinstance(step, UpdateStep):
+            found += references(dict(step.set))
+    return found
+
+
+def _check_migration_targets(
+    source: str, definition: JourneyDefinition, steps: Mapping[str, Step]
+) -> None:
+    if definition.migrate is None:
+        return
+    for old, new in definition.migrate.steps.items():
+        target = steps.get(new)
+        if target is None or not is_wait(target):
+            raise JourneyDefinitionError(
+                source, f"migrate maps {old!r} to {new!r}, which is not a wait step here"
+            )
 
 
 def _check_reachable(source: str, start: str, steps: Mapping[str, Step]) -> None:
@@ -158,13 +228,16 @@ def _visit(
     if step_id in on_path:
         loop = " -> ".join([*on_path[on_path.index(step_id) :], step_id])
         raise JourneyDefinitionError(source, f"loop without a wait step: {loop}", step_id)
-    if step_id in done or isinstance(steps[step_id], WaitStep):
+    if step_id in done or is_wait(steps[step_id]):
         return
     on_path.append(step_id)
     for target in successors(steps[step_id]):
         _visit(source, target, steps, done, on_path)
     on_path.pop()
     done.add(step_id)
+
+
+_STEP_TYPES = {"wait", "wait_for", "send", "branch", "split", "update", "exit"}
 
 
 def _shape_error(source: str, document: dict[str, Any], exc: ValidationError) -> Exception:
@@ -179,7 +252,7 @@ def _shape_error(source: str, document: dict[str, Any], exc: ValidationError) ->
         step = str(step) if step is not None else f"#{location[1] + 1}"
         location = location[2:]
         # the discriminator tag (e.g. "send") is pydantic's bookkeeping, not an author's field
-        if location and location[0] in {"wait", "send", "branch", "exit"}:
+        if location and location[0] in _STEP_TYPES:
             location = location[1:]
     where = ".".join(str(part) for part in location)
     problem = f"{where}: {error['msg']}" if where else error["msg"]

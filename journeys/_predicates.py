@@ -44,11 +44,13 @@ def evaluate(predicate: Predicate, context: Mapping[str, Any]) -> bool:
         return any(evaluate(inner, context) for inner in predicate.any)
     if isinstance(predicate, NotOf):
         return not evaluate(predicate.not_, context)
-    return _compare(predicate, resolve(predicate.path, context))
+    # a value may itself reference the context: {path: event.payload.cart_id, op: eq,
+    # value: "{{ trigger.payload.cart_id }}"}
+    expected = render(predicate.value, context)
+    return _compare(predicate, resolve(predicate.path, context), expected)
 
 
-def _compare(comparison: Comparison, actual: Any) -> bool:
-    expected = comparison.value
+def _compare(comparison: Comparison, actual: Any, expected: Any) -> bool:
     match comparison.op:
         case "exists":
             present = actual is not None and actual != [] and actual != ""

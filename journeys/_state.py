@@ -10,28 +10,50 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from schemas import CustomerRef, SourceChannel, TimerFired, TimerPayload
 
 
-class InstanceState(BaseModel):
-    """One customer's run through one journey version, parked at a wait step."""
+class SentAction(BaseModel):
+    """The last action an instance sent: what a goal is attributed to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
+
+    action_id: str
+    step_id: str
+    channel: str
+
+
+class InstanceState(BaseModel):
+    """One customer's run through one journey version, parked at a wait or wait_for step."""
+
+    model_config = ConfigDict(extra="forbid")
 
     journey: str
     version: int
     instance_id: str
+    slot: str
     step_id: str
     entered_at: AwareDatetime
     trigger: dict[str, JsonValue]
     vars: dict[str, JsonValue] = Field(default_factory=dict)
+    seen: dict[str, JsonValue] = Field(default_factory=dict)
     timer_id: str | None = None
+    holdout: bool = False
+    variants: dict[str, str] = Field(default_factory=dict)
+    last_action: SentAction | None = None
 
 
 class CustomerState(BaseModel):
-    """Everything the engine remembers of a customer, keyed by journey name."""
+    """Everything the engine remembers of a customer.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    `instances` is keyed by slot: the journey name, or `name#key` for journeys that run one
+    instance per correlation key. `profile` holds attributes and `tags` set by update steps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     customer_id: str
     instances: dict[str, InstanceState] = Field(default_factory=dict)
+    profile: dict[str, JsonValue] = Field(default_factory=dict)
+    entries: dict[str, int] = Field(default_factory=dict)
+    last_entry_at: dict[str, AwareDatetime] = Field(default_factory=dict)
     finished: dict[str, int] = Field(default_factory=dict)
 
 
@@ -66,14 +88,21 @@ class Timer(BaseModel):
         )
 
 
+TransitionKind = Literal["entered", "step", "held_out", "migrated", "goal", "exited", "completed"]
+
+
 class Transition(BaseModel):
-    """Something that happened to a journey instance, for metrics and audit."""
+    """Something that happened to a journey instance, for metrics, timelines and audit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["entered", "step", "exited", "completed"]
+    kind: TransitionKind
     journey: str
     version: int
     instance_id: str
+    at: AwareDatetime
     step_id: str | None = None
     reason: str | None = None
+    holdout: bool = False
+    attributed_to: SentAction | None = None
+    variants: dict[str, str] = Field(default_factory=dict)

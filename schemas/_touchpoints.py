@@ -141,6 +141,41 @@ class NewsletterPayload(_Payload):
     source: str | None = None
 
 
+class StockWatchPayload(_Payload):
+    sku: Identifier
+    size: str | None = None
+    name: str | None = None
+
+
+class StockAvailablePayload(_Payload):
+    sku: Identifier
+    size: str | None = None
+    name: str | None = None
+    store_id: Identifier | None = None
+    quantity: Annotated[int, Field(ge=0)] | None = None
+
+
+class HotelStayPayload(_Payload):
+    stay_id: Identifier
+    hotel_id: Identifier
+    check_in: AwareDatetime
+    check_out: AwareDatetime
+    nights: Annotated[int, Field(ge=0)] | None = None
+
+
+class EventTicketPayload(_Payload):
+    event_ref: Identifier
+    name: str
+    starts_at: AwareDatetime
+    venue: str | None = None
+
+
+class ChurnRiskPayload(_Payload):
+    score: Annotated[float, Field(ge=0, le=1)]
+    model: str
+    segment: str | None = None
+
+
 class ContactChannel(StrEnum):
     """Where polku can reach a customer; one action topic per channel."""
 
@@ -249,6 +284,44 @@ class MessageReceipt(_Envelope):
     payload: ReceiptPayload
 
 
+class StockWatchRequested(_Envelope):
+    """The customer asked to be told when a product (in a size) is back in stock."""
+
+    type: Literal["stock.watch"] = "stock.watch"
+    payload: StockWatchPayload
+
+
+class StockAvailable(_Envelope):
+    """A watched product is available again, told to polku once per watching customer."""
+
+    type: Literal["stock.available"] = "stock.available"
+    payload: StockAvailablePayload
+
+
+class HotelCheckedOut(_Envelope):
+    type: Literal["hotel.checked_out"] = "hotel.checked_out"
+    payload: HotelStayPayload
+
+
+class EventRegistered(_Envelope):
+    """A ticket to an event, fair or webinar."""
+
+    type: Literal["event.registered"] = "event.registered"
+    payload: EventTicketPayload
+
+
+class EventAttended(_Envelope):
+    type: Literal["event.attended"] = "event.attended"
+    payload: EventTicketPayload
+
+
+class ChurnRiskSignalled(_Envelope):
+    """A model (CRM, data science) flags the customer as likely to leave."""
+
+    type: Literal["churn.risk"] = "churn.risk"
+    payload: ChurnRiskPayload
+
+
 class TimerFired(_Envelope):
     """Produced by polku itself when a journey's wait is over."""
 
@@ -268,6 +341,12 @@ Touchpoint = Annotated[
     | NewsletterSubscribed
     | ConsentChanged
     | MessageReceipt
+    | StockWatchRequested
+    | StockAvailable
+    | HotelCheckedOut
+    | EventRegistered
+    | EventAttended
+    | ChurnRiskSignalled
     | TimerFired,
     Field(discriminator="type"),
 ]

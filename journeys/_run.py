@@ -1,0 +1,275 @@
+"""One `advance` call in progress: the working state and the step interpreter."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import JsonValue
+
+from journeys._errors import JourneyRuntimeError
+from journeys._loader import Journey
+from journeys._predicates import evaluate, render, resolve
+from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
+from schemas import (
+    Action,
+    BranchStep,
+    ExitStep,
+    SendStep,
+    SplitStep,
+    Step,
+    Touchpoint,
+    UpdateStep,
+    WaitForStep,
+    WaitStep,
+    action_id_for,
+    stable_id,
+)
+
+# A journey graph without wait-free loops ends well within this; it guards against a bad state.
+_MAX_STEPS_PER_EVENT = 1_000
+_BUCKETS = 10_000
+
+
+def bucket(*parts: str) -> int:
+    """A deterministic bucket in [0, 10000) for holdouts and splits: same customer, same bucket."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % _BUCKETS
+
+
+@dataclass
+class Run:
+    state: CustomerState
+    event: Touchpoint | None
+    now: datetime
+    default_timezone: str
+    actions: list[Action] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    cancelled_timers: list[str] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    event_data: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        event = self.event
+        self.event_data = event.model_dump(mode="json", exclude_none=True) if event else {}
+
+    @property
+    def event_type(self) -> str:
+        return self.event.type if self.event else ""
+
+    @property
+    def triggered_by(self) -> str:
+        return self.event.event_id if self.event else "migration"
+
+    def context(self, instance: InstanceState) -> dict[str, Any]:
+        return {
+            "event": self.event_data,
+            "trigger": instance.trigger,
+            "vars": instance.vars,
+            "profile": self.state.profile,
+            "seen": instance.seen,
+        }
+
+    def instance_by_id(self, instance_id: str) -> InstanceState | None:
+        for instance in self.state.instances.values():
+            if instance.instance_id == instance_id:
+                return instance
+        return None
+
+    def record(self, kind: str, instance: InstanceState, **details: Any) -> None:
+        self.transitions.append(
+            Transition.model_validate(
+                {
+                    "kind": kind,
+                    "journey": instance.journey,
+                    "version": instance.version,
+                    "instance_id": instance.instance_id,
+                    "at": self.now,
+                    "holdout": instance.holdout,
+                }
+                | details
+            )
+        )
+
+    def finish(self, instance: InstanceState) -> None:
+        """End an instance wherever it is: drop it, cancel its timer, count it."""
+        self.state.instances.pop(instance.slot, None)
+        if instance.timer_id:
+            self.cancelled_timers.append(instance.timer_id)
+            instance.timer_id = None
+        finished = self.state.finished
+        finished[instance.journey] = finished.get(instance.journey, 0) + 1
+
+    def execute(self, journey: Journey, instance: InstanceState, step_id: str) -> None:
+        """Run steps from `step_id` until the instance parks at a wait or exits."""
+        for _ in range(_MAX_STEPS_PER_EVENT):
+            step = journey.steps[step_id]
+            self.record("step", instance, step_id=step.id)
+            next_step = self._step(journey, instance, step)
+            if next_step is None:
+                return
+            step_id = next_step
+        raise JourneyRuntimeError(
+            f"journey {journey.name!r}: more than {_MAX_STEPS_PER_EVENT} steps for one event"
+        )
+
+    def _step(self, journey: Journey, instance: InstanceState, step: Step) -> str | None:
+        """Do one step; return the next step id, or None when the instance parked or ended."""
+        if isinstance(step, SendStep):
+            self._send(instance, step)
+            return step.next
+        if isinstance(step, BranchStep):
+            return _choose(step, self.context(instance))
+        if isinstance(step, SplitStep):
+            return self._split(instance, step)
+        if isinstance(step, UpdateStep):
+            self._update(instance, step)
+            return step.next
+        if isinstance(step, WaitStep):
+            return self._wait(instance, step)
+        if isinstance(step, WaitForStep):
+            self._park(instance, step.id, self.now + step.timeout)
+            return None
+        assert isinstance(step, ExitStep)
+        self.record("completed", instance, step_id=step.id)
+        self.finish(instance)
+        return None
+
+    def _send(self, instance: InstanceState, step: SendStep) -> None:
+        if instance.holdout:
+            self.record("held_out", instance, step_id=step.id, reason=step.channel.value)
+            return
+        customer_id = self.state.customer_id
+        action = Action(
+            action_id=action_id_for(
+                journey=instance.journey,
+                journey_version=instance.version,
+                customer_id=customer_id,
+                instance_id=instance.instance_id,
+                step_id=step.id,
+                triggered_by=self.triggered_by,
+            ),
+            customer_id=customer_id,
+            journey=instance.journey,
+            journey_version=instance.version,
+            instance_id=instance.instance_id,
+            step_id=step.id,
+            channel=step.channel,
+            template=step.template,
+            params=render(step.params, self.context(instance)),
+            priority=step.priority,
+            triggered_by=self.triggered_by,
+            created_at=self.now,
+            not_before=self.now,
+        )
+        self.actions.append(action)
+        instance.last_action = SentAction(
+            action_id=action.action_id, step_id=step.id, channel=step.channel.value
+        )
+
+    def _split(self, instance: InstanceState, step: SplitStep) -> str:
+        position = bucket(self.state.customer_id, instance.journey, step.id)
+        threshold = 0.0
+        chosen = step.variants[-1]
+        for variant in step.variants:
+            threshold += variant.percent * _BUCKETS / 100
+            if position < threshold:
+                chosen = variant
+                break
+        if step.experiment:
+            instance.variants[step.experiment] = chosen.name
+        self.record("step", instance, step_id=step.id, reason=f"variant {chosen.name}")
+        return chosen.next
+
+    def _update(self, instance: InstanceState, step: UpdateStep) -> None:
+        context = self.context(instance)
+        for target, value in step.set.items():
+            scope, name = target.split(".", 1)
+            rendered: JsonValue = render(value, context)
+            (instance.vars if scope == "vars" else self.state.profile)[name] = rendered
+        if step.add_tags or step.remove_tags:
+            current = self.state.profile.get("tags")
+            tags = [t for t in current if isinstance(t, str)] if isinstance(current, list) else []
+            tags = [t for t in tags if t not in step.remove_tags]
+            tags += [t for t in step.add_tags if t not in tags]
+            self.state.profile["tags"] = list[JsonValue](sorted(tags))
+
+    def _wait(self, instance: InstanceState, step: WaitStep) -> str | None:
+        due = self._due_time(instance, step)
+        if due <= self.now:
+            # the moment has passed (e.g. "2 days before the event" for a late booking)
+            return step.next
+        self._park(instance, step.id, due)
+        return None
+
+    def _due_time(self, instance: InstanceState, step: WaitStep) -> datetime:
+        if step.duration is not None:
+            return self.now + step.duration
+        if step.until_time is not None:
+            return next_time_of_day(self.now, step.until_time, self._zone())
+        assert step.until is not None
+        moment = resolve(step.until.path, self.context(instance))
+        try:
+            base = datetime.fromisoformat(str(moment))
+        except ValueError:
+            base = None
+        if base is None or base.tzinfo is None:
+            raise JourneyRuntimeError(
+                f"journey {instance.journey!r} step {step.id!r}: {step.until.path} is "
+                f"{moment!r}, not a date-time with a time zone"
+            )
+        return base + step.until.offset
+
+    def _zone(self) -> ZoneInfo:
+        name = self.state.profile.get("timezone") or self.default_timezone
+        try:
+            return ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(self.default_timezone)
+
+    def _park(self, instance: InstanceState, step_id: str, due: datetime) -> None:
+        timer = Timer(
+            timer_id=stable_id(
+                instance.journey,
+                str(instance.version),
+                self.state.customer_id,
+                instance.instance_id,
+                step_id,
+                self.triggered_by,
+            ),
+            customer_id=self.state.customer_id,
+            journey=instance.journey,
+            journey_version=instance.version,
+            instance_id=instance.instance_id,
+            step_id=step_id,
+            due_at=due,
+        )
+        self.timers.append(timer)
+        instance.step_id = step_id
+        instance.timer_id = timer.timer_id
+
+
+def _choose(step: BranchStep, context: dict[str, Any]) -> str:
+    for branch in step.branches:
+        if evaluate(branch.when, context):
+            return branch.next
+    return step.otherwise
+
+
+def next_time_of_day(now: datetime, at: str, zone: ZoneInfo) -> datetime:
+    """The next moment after `now` when the wall clock in `zone` shows `at` (HH:MM).
+
+    Wall-clock arithmetic, so a DST change in between keeps the local time; a time that does
+    not exist that day (the spring-forward gap) resolves as zoneinfo's fold=0 does.
+    """
+    hours, minutes = (int(part) for part in at.split(":"))
+    local_now = now.astimezone(zone)
+    candidate = datetime.combine(local_now.date(), time(hours, minutes), tzinfo=zone)
+    if candidate <= local_now:
+        candidate = datetime.combine(
+            local_now.date() + timedelta(days=1), time(hours, minutes), tzinfo=zone
+        )
+    return candidate.astimezone(now.tzinfo)

@@ -17,7 +17,8 @@ from journeys._loader import (
     successors,
 )
 from journeys._predicates import evaluate, render, resolve
-from journeys._run import bucket, next_time_of_day
+from journeys._run import bucket, next_time_of_day, seen_key
+from journeys._simulate import SimulationResult, TimelineEntry, simulate
 from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "JourneyRuntimeError",
     "Outcome",
     "SentAction",
+    "SimulationResult",
+    "TimelineEntry",
     "Timer",
     "Transition",
     "bucket",
@@ -42,5 +45,7 @@ __all__ = [
     "next_time_of_day",
     "render",
     "resolve",
+    "seen_key",
+    "simulate",
     "successors",
 ]

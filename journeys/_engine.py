@@ -14,7 +14,7 @@ from typing import Any
 from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
 from journeys._loader import Journey
 from journeys._predicates import evaluate, resolve
-from journeys._run import Run, bucket
+from journeys._run import Run, bucket, seen_key
 from journeys._state import CustomerState, InstanceState, Timer, Transition
 from schemas import (
     Action,
@@ -154,7 +154,7 @@ class Engine:
             if run.now - instance.entered_at > goal.within:
                 continue
             if goal.where is None or evaluate(goal.where, run.context(instance)):
-                instance.seen[goal.event] = run.event_data
+                instance.seen[seen_key(goal.event)] = run.event_data
                 run.record(
                     "goal",
                     instance,
@@ -183,7 +183,7 @@ class Engine:
             if instance.timer_id:
                 run.cancelled_timers.append(instance.timer_id)
                 instance.timer_id = None
-            instance.seen[step.event] = run.event_data
+            instance.seen[seen_key(step.event)] = run.event_data
             run.record("step", instance, step_id=step.id, reason=f"got {step.event}")
             run.execute(journey, instance, step.on_event)
 
@@ -226,7 +226,7 @@ class Engine:
             step_id=journey.start,
             entered_at=run.now,
             trigger=run.event_data,
-            seen={run.event.type: run.event_data},
+            seen={seen_key(run.event.type): run.event_data},
             holdout=bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
         )
         state = run.state

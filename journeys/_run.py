@@ -34,6 +34,11 @@ _MAX_STEPS_PER_EVENT = 1_000
 _BUCKETS = 10_000
 
 
+def seen_key(event_type: str) -> str:
+    """`seen.cart_abandoned`: event types have dots, which paths use as separators."""
+    return event_type.replace(".", "_")
+
+
 def bucket(*parts: str) -> int:
     """A deterministic bucket in [0, 10000) for holdouts and splits: same customer, same bucket."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
@@ -167,8 +172,12 @@ class Run:
         )
         self.actions.append(action)
         instance.last_action = SentAction(
-            action_id=action.action_id, step_id=step.id, channel=step.channel.value
+            action_id=action.action_id,
+            step_id=step.id,
+            channel=step.channel.value,
+            template=step.template,
         )
+        self.record("sent", instance, step_id=step.id, action=instance.last_action)
 
     def _split(self, instance: InstanceState, step: SplitStep) -> str:
         position = bucket(self.state.customer_id, instance.journey, step.id)
@@ -250,6 +259,7 @@ class Run:
         self.timers.append(timer)
         instance.step_id = step_id
         instance.timer_id = timer.timer_id
+        self.record("waiting", instance, step_id=step_id, due_at=due)
 
 
 def _choose(step: BranchStep, context: dict[str, Any]) -> str:

@@ -18,10 +18,15 @@ class SentAction(BaseModel):
     action_id: str
     step_id: str
     channel: str
+    template: str
 
 
 class InstanceState(BaseModel):
-    """One customer's run through one journey version, parked at a wait or wait_for step."""
+    """One customer's run through one journey version, parked at a wait or wait_for step.
+
+    `seen` holds the last event of each type this instance saw (trigger, awaited events, goal),
+    keyed by type with `_` for `.`: `seen.product_viewed.payload.name`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,7 +93,9 @@ class Timer(BaseModel):
         )
 
 
-TransitionKind = Literal["entered", "step", "held_out", "migrated", "goal", "exited", "completed"]
+TransitionKind = Literal[
+    "entered", "step", "sent", "waiting", "held_out", "migrated", "goal", "exited", "completed"
+]
 
 
 class Transition(BaseModel):
@@ -106,3 +113,5 @@ class Transition(BaseModel):
     holdout: bool = False
     attributed_to: SentAction | None = None
     variants: dict[str, str] = Field(default_factory=dict)
+    action: SentAction | None = None
+    due_at: AwareDatetime | None = None

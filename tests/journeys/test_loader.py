@@ -414,10 +414,9 @@ def test_a_missing_directory_is_rejected(tmp_path: Path) -> None:
 
 def test_the_library_loads() -> None:
     journeys = library_journeys()
-    by_name = {journey.name: journey for journey in journeys}
-    assert "abandoned_cart" in by_name
-    cart = by_name["abandoned_cart"]
-    assert cart.version == 1
+    by_version = {(journey.name, journey.version): journey for journey in journeys}
+    assert ("abandoned_cart", 2) in by_version
+    cart = by_version[("abandoned_cart", 1)]
     assert cart.start == "wait_before_reminder"
     assert cart.definition.trigger.event == "cart.abandoned"
     assert [exit_on.event for exit_on in cart.definition.exit_on] == ["order.placed"]

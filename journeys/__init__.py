@@ -4,6 +4,7 @@
 emit and the timers to schedule; the shell in `streams` does all I/O.
 """
 
+from journeys._diagram import to_dot, to_mermaid
 from journeys._engine import Engine, Outcome
 from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
 from journeys._loader import (
@@ -48,4 +49,6 @@ __all__ = [
     "seen_key",
     "simulate",
     "successors",
+    "to_dot",
+    "to_mermaid",
 ]

@@ -65,7 +65,8 @@ def _describe(t: Transition) -> str:
         case "goal":
             source = f" after {t.attributed_to.template}" if t.attributed_to else ""
             variants = "".join(f" {k}={v}" for k, v in sorted(t.variants.items()))
-            return f"GOAL {t.reason}{source}{variants}"
+            holdout = " (holdout)" if t.holdout else ""
+            return f"GOAL {t.reason}{source}{variants}{holdout}"
         case "exited":
             return f"exited ({t.reason})"
         case "migrated":

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from journeys import Engine, Journey, library_journeys, load_journey_file, load_journeys
+from journeys import Engine, Journey, library_journeys, load_journeys
 from schemas import PolkuError
 from streams._cli_channels import register as register_channel_commands
+from streams._cli_journeys import cmd_validate
+from streams._cli_journeys import register as register_journey_commands
 from streams._settings import Settings
 
 
@@ -54,19 +56,6 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.rejected or report.failed else 0
 
 
-def cmd_validate(_: Settings, args: argparse.Namespace) -> int:
-    failed = 0
-    for name in args.files:
-        try:
-            journey = load_journey_file(Path(name))
-        except PolkuError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"ok: {name}: {journey.name} v{journey.version}, {len(journey.steps)} steps")
-    return 1 if failed else 0
-
-
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams._demo import run_demo
 
@@ -89,9 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     produce = commands.add_parser("produce", help="validate and produce JSON-lines touchpoints")
     produce.add_argument("file", help="a .jsonl file, or - for standard input")
     produce.set_defaults(run=cmd_produce)
-    validate = commands.add_parser("validate", help="check journey files")
+    validate = commands.add_parser("validate", help="check journey files (= journeys validate)")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(run=cmd_validate)
+    register_journey_commands(commands)
     register_channel_commands(commands)
     return parser
 

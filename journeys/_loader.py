@@ -255,7 +255,9 @@ def _shape_error(source: str, document: dict[str, Any], exc: ValidationError) ->
         if location and location[0] in _STEP_TYPES:
             location = location[1:]
     where = ".".join(str(part) for part in location)
-    problem = f"{where}: {error['msg']}" if where else error["msg"]
+    # "Value error, " is pydantic's prefix for our own validators' messages: noise to an author
+    message = error["msg"].removeprefix("Value error, ")
+    problem = f"{where}: {message}" if where else message
     more = exc.error_count() - 1
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"

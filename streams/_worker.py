@@ -20,6 +20,7 @@ from faust.types import Message
 
 from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer
 from schemas import Action, InvalidEventError, Touchpoint, decode_touchpoint, encode
+from streams._errors import ConfigError
 from streams._metrics import WorkerMetrics
 from streams._settings import Settings
 from streams._timers import DueTimeIndex
@@ -154,10 +155,21 @@ class JourneyProcessor:
     async def rebuild_timer_index(self) -> None:
         """After (re)covery, the index is exactly the timers of this worker's partitions."""
         self.index.clear()
+        stranded: set[tuple[str, int]] = set()
         for _, stored in self._timers.items():
-            self.index.add(Timer.model_validate_json(stored))
+            timer = Timer.model_validate_json(stored)
+            self.index.add(timer)
+            if not self._engine.runnable(timer.journey, timer.journey_version):
+                stranded.add((timer.journey, timer.journey_version))
         self._metrics.timers_pending.set(len(self.index))
         log.info("timer index rebuilt: %d pending timers", len(self.index))
+        if stranded:
+            # every running instance waits on a timer, so these versions still have customers
+            versions = ", ".join(f"{name} v{version}" for name, version in sorted(stranded))
+            raise ConfigError(
+                f"refusing to run: customers are still in {versions}, which is no longer "
+                "loaded; keep that version, or add a newer one with a `migrate` block"
+            )
 
     async def fire_due_timers_forever(self) -> None:
         while True:
@@ -231,7 +243,16 @@ def build_app(
     )
     # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
     app.agent(touchpoints, name="journeys", concurrency=1)(processor.process)
-    timers.on_recover(processor.rebuild_timer_index)
+
+    async def after_recovery() -> None:
+        try:
+            await processor.rebuild_timer_index()
+        except ConfigError as exc:
+            log.critical("%s", exc)
+            # a crashed app makes the Faust worker stop with a non-zero exit code
+            await app.crash(exc)
+
+    timers.on_recover(after_recovery)
     app.task(processor.fire_due_timers_forever)
     return app, processor
 

@@ -23,7 +23,7 @@ SLOW_JOURNEYS = REPO_ROOT / "tests" / "fixtures" / "journeys_slow"
 
 
 def isolated_settings(
-    bootstrap: str, data_dir: Path, journeys_dir: Path = FAST_JOURNEYS, **overrides: object
+    bootstrap: str, data_dir: Path, journeys_dir: Path | None = FAST_JOURNEYS, **overrides: object
 ) -> Settings:
     """Settings whose app id and topics belong to one test only, so tests cannot see each other."""
     run = f"t{uuid.uuid4().hex[:10]}"
@@ -147,3 +147,13 @@ def committed_offset(settings: Settings, topic: str) -> int:
         return sum(max(tp.offset, 0) for tp in committed)
     finally:
         consumer.close()
+
+
+def wait_until_committed(settings: Settings, worker: WorkerProcess, timeout: float = 60.0) -> None:
+    """Until the worker's group has committed at least one touchpoint (so it processed it)."""
+    deadline = time.monotonic() + timeout
+    while committed_offset(settings, settings.touchpoints_topic) < 1:
+        assert worker.process is not None
+        assert worker.process.poll() is None, worker.log_tail()
+        assert time.monotonic() < deadline, "the worker never committed the event"
+        time.sleep(0.1)

@@ -32,8 +32,8 @@ from tests.integration.harness import (
     SLOW_JOURNEYS,
     TopicReader,
     WorkerProcess,
-    committed_offset,
     isolated_settings,
+    wait_until_committed,
 )
 
 pytestmark = pytest.mark.integration
@@ -204,7 +204,7 @@ def test_a_pending_timer_survives_sigkill_and_restart(
     second: WorkerProcess | None = None
     try:
         produce(settings, event)
-        _wait_until_committed(settings, first)
+        wait_until_committed(settings, first)
         first.kill()
         assert actions_for(email.poll(0.5), "cust-restart") == [], "email came before the kill"
         if local_state == "lost":
@@ -231,13 +231,3 @@ def _header(message: Message, name: str) -> bytes:
     value = dict(message.headers() or [])[name]
     assert isinstance(value, bytes)
     return value
-
-
-def _wait_until_committed(settings: Settings, worker: WorkerProcess) -> None:
-    deadline = time.monotonic() + ACTION_TIMEOUT
-    while committed_offset(settings, settings.touchpoints_topic) < 1:
-        assert worker.process is not None
-        assert worker.process.poll() is None, worker.log_tail()
-        if time.monotonic() > deadline:
-            raise AssertionError("the worker never committed the cart event")
-        time.sleep(0.1)

@@ -49,7 +49,7 @@ def journey(steps: list[dict[str, Any]], **header: Any) -> Journey:
     return load_journey_text(yaml.safe_dump(document), "probe.yaml")
 
 
-SEND_AND_EXIT = [
+SEND_AND_EXIT: list[dict[str, Any]] = [
     {"id": "hello", "type": "send", "channel": "email", "template": "hello", "next": "done"},
     {"id": "done", "type": "exit"},
 ]
@@ -74,7 +74,7 @@ def order(customer: str = "c1", channel: SourceChannel = SourceChannel.WEB) -> O
         payload=OrderPlacedPayload(
             order_id="o1",
             items=[LineItem(sku="s", name="Shoe")],
-            total="10",  # type: ignore[arg-type]
+            total="10",
             currency="EUR",
         ),
     )

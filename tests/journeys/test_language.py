@@ -228,7 +228,7 @@ def test_holdout_share_over_ten_thousand_customers() -> None:
 
 
 def test_split_shares_and_determinism_over_ten_thousand_customers() -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {
             "id": "ab",
             "type": "split",

@@ -112,7 +112,8 @@ class Engine:
     def _migrate(self, run: Run) -> None:
         for instance in run.state.instances.values():
             key = (instance.journey, instance.version)
-            if key in self._versions or key not in self._migrations:
+            # a newer version's `migrate` block moves its customers, loaded or not
+            if key not in self._migrations:
                 continue
             target = self._migrations[key]
             mapping = target.definition.migrate.steps if target.definition.migrate else {}
@@ -133,7 +134,7 @@ class Engine:
         # firing makes this normal, so it is ignored rather than treated as an error
         if instance is None or instance.timer_id != timer.timer_id:
             return
-        instance.timer_id = None
+        instance.timer_id = instance.wake_at = None
         step = self._journey(instance).steps[instance.step_id]
         if isinstance(step, WaitStep):
             run.execute(self._journey(instance), instance, step.next)
@@ -182,7 +183,7 @@ class Engine:
                 continue
             if instance.timer_id:
                 run.cancelled_timers.append(instance.timer_id)
-                instance.timer_id = None
+                instance.timer_id = instance.wake_at = None
             instance.seen[seen_key(step.event)] = run.event_data
             run.record("step", instance, step_id=step.id, reason=f"got {step.event}")
             run.execute(journey, instance, step.on_event)

@@ -104,7 +104,7 @@ class Run:
         self.state.instances.pop(instance.slot, None)
         if instance.timer_id:
             self.cancelled_timers.append(instance.timer_id)
-            instance.timer_id = None
+            instance.timer_id = instance.wake_at = None
         finished = self.state.finished
         finished[instance.journey] = finished.get(instance.journey, 0) + 1
 
@@ -259,6 +259,7 @@ class Run:
         self.timers.append(timer)
         instance.step_id = step_id
         instance.timer_id = timer.timer_id
+        instance.wake_at = due
         self.record("waiting", instance, step_id=step_id, due_at=due)
 
 

@@ -83,6 +83,28 @@ class _Simulation:
         self._live: set[str] = set()
         self._sequence = 0
 
+    def resume(self) -> None:
+        """Re-arm the timers that recorded states are waiting on."""
+        for customer, state in sorted(self.result.states.items()):
+            for instance in state.instances.values():
+                if instance.timer_id and instance.wake_at:
+                    self._arm(
+                        Timer(
+                            timer_id=instance.timer_id,
+                            customer_id=customer,
+                            journey=instance.journey,
+                            journey_version=instance.version,
+                            instance_id=instance.instance_id,
+                            step_id=instance.step_id,
+                            due_at=instance.wake_at,
+                        )
+                    )
+
+    def _arm(self, timer: Timer) -> None:
+        self._sequence += 1
+        self._live.add(timer.timer_id)
+        heapq.heappush(self._pending, (timer.due_at, self._sequence, timer))
+
     def feed(self, event: Touchpoint, now: datetime) -> None:
         customer = event.customer.key
         state = self.result.states.get(customer) or CustomerState(customer_id=customer)
@@ -95,9 +117,7 @@ class _Simulation:
         self.result.timeline.extend(TimelineEntry(customer, t) for t in outcome.transitions)
         self._live.difference_update(outcome.cancelled_timers)
         for timer in outcome.timers:
-            self._sequence += 1
-            self._live.add(timer.timer_id)
-            heapq.heappush(self._pending, (timer.due_at, self._sequence, timer))
+            self._arm(timer)
 
     def fire_until(self, moment: datetime | None) -> None:
         """Fire every live timer due at or before `moment` (all of them when None)."""
@@ -126,6 +146,7 @@ def simulate(
     `timer.fired` events are skipped: the simulation fires its own.
     """
     simulation = _Simulation(engine, dict(states or {}))
+    simulation.resume()
     indexed = sorted(enumerate(events), key=lambda pair: (pair[1].occurred_at, pair[0]))
     for _, event in indexed:
         if isinstance(event, TimerFired):

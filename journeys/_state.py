@@ -40,6 +40,7 @@ class InstanceState(BaseModel):
     vars: dict[str, JsonValue] = Field(default_factory=dict)
     seen: dict[str, JsonValue] = Field(default_factory=dict)
     timer_id: str | None = None
+    wake_at: AwareDatetime | None = None
     holdout: bool = False
     variants: dict[str, str] = Field(default_factory=dict)
     last_action: SentAction | None = None

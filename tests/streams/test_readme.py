@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from journeys import load_journey_text
+from journeys import load_journey_text, to_mermaid
 from schemas import Action, touchpoint_from_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,16 +55,12 @@ def test_the_action_example_is_a_valid_action() -> None:
     assert action.channel.value == "email"
 
 
-def test_the_journey_example_loads() -> None:
-    journey = load_journey_text(_fenced("Journey format", "yaml"), "README.md")
-    assert journey.name == "abandoned_cart"
-    assert list(journey.steps) == [
-        "wait_before_reminder",
-        "email_reminder",
-        "has_phone",
-        "sms_coupon",
-        "done",
-    ]
+def test_the_journey_example_is_the_library_journey_and_its_diagram_is_current() -> None:
+    text = _fenced("Writing journeys", "yaml")
+    journey = load_journey_text(text, "README.md")
+    library = REPO_ROOT / "journeys" / "library" / "abandoned_cart_v2.yaml"
+    assert journey.definition == load_journey_text(library.read_text(), "lib").definition
+    assert _fenced("Writing journeys", "mermaid") == to_mermaid(journey)
 
 
 @pytest.mark.integration

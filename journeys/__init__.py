@@ -4,6 +4,7 @@
 emit and the timers to schedule; the shell in `streams` does all I/O.
 """
 
+from journeys._calendar import bucket, next_time_of_day
 from journeys._diagram import to_dot, to_mermaid
 from journeys._engine import Engine, Outcome
 from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
@@ -17,19 +18,32 @@ from journeys._loader import (
     load_journeys,
     successors,
 )
+from journeys._policy import (
+    ContactPolicy,
+    ContactState,
+    FrequencyCap,
+    PendingSend,
+    QuietHours,
+    quiet_until,
+)
 from journeys._predicates import evaluate, render, resolve
-from journeys._run import bucket, next_time_of_day, seen_key
+from journeys._run import seen_key
 from journeys._simulate import SimulationResult, TimelineEntry, simulate
 from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
 
 __all__ = [
+    "ContactPolicy",
+    "ContactState",
     "CustomerState",
     "Engine",
+    "FrequencyCap",
     "InstanceState",
     "Journey",
     "JourneyDefinitionError",
     "JourneyRuntimeError",
     "Outcome",
+    "PendingSend",
+    "QuietHours",
     "SentAction",
     "SimulationResult",
     "TimelineEntry",
@@ -44,6 +58,7 @@ __all__ = [
     "load_journey_text",
     "load_journeys",
     "next_time_of_day",
+    "quiet_until",
     "render",
     "resolve",
     "seen_key",

@@ -34,7 +34,7 @@ def _label(step: Step) -> str:
     elif isinstance(step, WaitForStep):
         what = f"wait for {step.event}<br/>up to {_iso(step.timeout.total_seconds())}"
     elif isinstance(step, SendStep):
-        what = f"send {step.channel.value}<br/>{step.template}"
+        what = f"send {step.channel}<br/>{step.template}"
     elif isinstance(step, BranchStep):
         what = "branch"
     elif isinstance(step, SplitStep):

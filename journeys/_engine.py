@@ -11,15 +11,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from journeys._calendar import bucket
 from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
 from journeys._loader import Journey
+from journeys._policy import ContactPolicy, ContactState, PendingSend, decide, remember_send
 from journeys._predicates import evaluate, resolve
-from journeys._run import Run, bucket, seen_key
-from journeys._state import CustomerState, InstanceState, Timer, Transition
+from journeys._run import Run, seen_key
+from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
 from schemas import (
     Action,
+    ConsentChanged,
     Cooldown,
+    CustomerErased,
+    MessageReceipt,
     PerKey,
+    Suppression,
     TimerFired,
     Touchpoint,
     WaitForStep,
@@ -37,14 +43,23 @@ class Outcome:
     timers: tuple[Timer, ...] = ()
     cancelled_timers: tuple[str, ...] = ()
     transitions: tuple[Transition, ...] = ()
+    suppressed: tuple[Suppression, ...] = ()
+    erased: bool = False
 
 
 class Engine:
     """Runs a set of journeys. New entrants get the highest version of each journey; running
     instances stay on the version they entered with, unless a newer version migrates them."""
 
-    def __init__(self, journeys: Iterable[Journey], default_timezone: str = "UTC") -> None:
+    def __init__(
+        self,
+        journeys: Iterable[Journey],
+        default_timezone: str = "UTC",
+        policy: ContactPolicy | None = None,
+    ) -> None:
         self.default_timezone = default_timezone
+        # without a policy nothing is held back: the journeys alone decide (tests, simulation)
+        self.policy = policy or ContactPolicy.permissive()
         self._versions: dict[tuple[str, int], Journey] = {}
         self._latest: dict[str, Journey] = {}
         for journey in journeys:
@@ -77,8 +92,13 @@ class Engine:
 
     def advance(self, state: CustomerState, event: Touchpoint, now: datetime) -> Outcome:
         """Apply one event to one customer's state at time `now`."""
+        if state.erased:
+            return Outcome(state=state)  # forgotten: nothing about them is kept or sent
+        if isinstance(event, CustomerErased):
+            return _erase(state)
         run = Run(state.model_copy(deep=True), event, now, self.default_timezone)
         self._migrate(run)
+        _update_consent(run.state.contact, event)
         if isinstance(event, TimerFired):
             self._on_timer(run, event)
         else:
@@ -86,13 +106,46 @@ class Engine:
             self._on_exit_events(run)
             self._on_awaited_events(run)
             self._on_triggers(run)
+        self._apply_policy(run)
         return Outcome(
             state=run.state,
             actions=tuple(run.actions),
             timers=tuple(run.timers),
             cancelled_timers=tuple(run.cancelled_timers),
             transitions=tuple(run.transitions),
+            suppressed=tuple(run.suppressed),
         )
+
+    def _apply_policy(self, run: Run) -> None:
+        """Let the contact policy judge this event's sends, the most important first."""
+        placed: list[tuple[int, list[Transition]]] = []
+        for position, pending in sorted(run.candidates, key=lambda c: -c[1].action.priority):
+            before = len(run.transitions)
+            self._judge(run, pending)
+            placed.append((position, run.transitions[before:]))
+            del run.transitions[before:]
+        for position, verdicts in sorted(placed, key=lambda p: p[0], reverse=True):
+            run.transitions[position:position] = verdicts
+
+    def _judge(self, run: Run, pending: PendingSend) -> None:
+        contact, action = run.state.contact, pending.action
+        preferred = run.state.profile.get("preferred_channel")
+        decision = decide(
+            self.policy,
+            contact,
+            pending,
+            preferred=str(preferred) if preferred else None,
+            zone=run.zone(),
+            now=run.now,
+        )
+        if decision.verdict == "send":
+            assert decision.channel is not None
+            _send(run, self.policy, action.model_copy(update={"channel": decision.channel}))
+        elif decision.verdict == "defer":
+            assert decision.until is not None
+            _defer(run, pending, decision.until, decision.reason or "")
+        else:
+            _suppress(run, action, decision.reason or "", pending.requested_channel)
 
     def migrate_state(self, state: CustomerState, now: datetime) -> Outcome:
         """What deploying the loaded versions does to a stored state (for previews)."""
@@ -129,6 +182,11 @@ class Engine:
 
     def _on_timer(self, run: Run, event: TimerFired) -> None:
         timer = event.payload
+        deferred = run.state.contact.deferred.pop(timer.timer_id, None)
+        if deferred is not None:
+            # a deferred send is judged again now: consent may be gone, the cap still full
+            run.candidates.append((len(run.transitions), deferred))
+            return
         instance = run.instance_by_id(timer.instance_id)
         # a timer of an instance that has since ended or moved on is stale: at-least-once
         # firing makes this normal, so it is ignored rather than treated as an error
@@ -268,3 +326,72 @@ def _check_migration_covers(old: Journey, new: Journey) -> None:
                 new.source,
                 f"migrate from v{old.version} does not map its wait step {step.id!r}",
             )
+
+
+def _update_consent(contact: ContactState, event: Touchpoint) -> None:
+    if isinstance(event, ConsentChanged):
+        consent = event.payload
+        contact.set_consent(consent.channel.value, consent.purpose, consent.granted)
+    elif isinstance(event, MessageReceipt) and event.payload.status == "unsubscribed":
+        contact.set_consent(event.payload.channel.value, "marketing", False)
+
+
+def _erase(state: CustomerState) -> Outcome:
+    """Forget everything but the fact of the erasure, and cancel every pending timer."""
+    timers = [i.timer_id for i in state.instances.values() if i.timer_id]
+    timers += list(state.contact.deferred)
+    return Outcome(
+        state=CustomerState(customer_id=state.customer_id, erased=True),
+        cancelled_timers=tuple(timers),
+        erased=True,
+    )
+
+
+def _send(run: Run, policy: ContactPolicy, action: Action) -> None:
+    run.actions.append(action)
+    if action.purpose == "marketing":
+        remember_send(policy, run.state.contact, action.channel, run.now)
+    sent = SentAction(
+        action_id=action.action_id,
+        step_id=action.step_id,
+        channel=action.channel.value,
+        template=action.template,
+    )
+    instance = run.instance_by_id(action.instance_id)
+    if instance is not None:
+        instance.last_action = sent
+    run.record_for("sent", action, action=sent)
+
+
+def _defer(run: Run, pending: PendingSend, until: datetime, reason: str) -> None:
+    action = pending.action.model_copy(update={"not_before": until})
+    timer = Timer(
+        timer_id=stable_id("deferred", action.action_id, until.isoformat()),
+        customer_id=action.customer_id,
+        journey=action.journey,
+        journey_version=action.journey_version,
+        instance_id=action.instance_id,
+        step_id=action.step_id,
+        due_at=until,
+    )
+    run.state.contact.deferred[timer.timer_id] = pending.model_copy(update={"action": action})
+    run.timers.append(timer)
+    run.record_for("deferred", action, reason=reason, due_at=until)
+
+
+def _suppress(run: Run, action: Action, reason: str, channel: str) -> None:
+    run.suppressed.append(
+        Suppression.model_validate(
+            {
+                "action_id": action.action_id,
+                "customer_id": action.customer_id,
+                "journey": action.journey,
+                "journey_version": action.journey_version,
+                "step_id": action.step_id,
+                "channel": channel,
+                "reason": reason,
+                "at": run.now,
+            }
+        )
+    )
+    run.record_for("suppressed", action, reason=reason)

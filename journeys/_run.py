@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import JsonValue
 
+from journeys._calendar import BUCKETS, bucket, next_time_of_day
 from journeys._errors import JourneyRuntimeError
 from journeys._loader import Journey
+from journeys._policy import PendingSend
 from journeys._predicates import evaluate, render, resolve
-from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
+from journeys._state import CustomerState, InstanceState, Timer, Transition
 from schemas import (
     Action,
     BranchStep,
+    ContactChannel,
     ExitStep,
     SendStep,
     SplitStep,
     Step,
+    Suppression,
     Touchpoint,
     UpdateStep,
     WaitForStep,
@@ -31,18 +34,11 @@ from schemas import (
 
 # A journey graph without wait-free loops ends well within this; it guards against a bad state.
 _MAX_STEPS_PER_EVENT = 1_000
-_BUCKETS = 10_000
 
 
 def seen_key(event_type: str) -> str:
     """`seen.cart_abandoned`: event types have dots, which paths use as separators."""
     return event_type.replace(".", "_")
-
-
-def bucket(*parts: str) -> int:
-    """A deterministic bucket in [0, 10000) for holdouts and splits: same customer, same bucket."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % _BUCKETS
 
 
 @dataclass
@@ -55,6 +51,10 @@ class Run:
     timers: list[Timer] = field(default_factory=list)
     cancelled_timers: list[str] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
+    # (where in `transitions` the send step ran, the send): the policy's verdicts are placed
+    # there, so timelines read in step order although the policy judges all sends at the end
+    candidates: list[tuple[int, PendingSend]] = field(default_factory=list)
+    suppressed: list[Suppression] = field(default_factory=list)
     event_data: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +98,31 @@ class Run:
                 | details
             )
         )
+
+    def record_for(self, kind: str, about: Action, **details: Any) -> None:
+        """A transition about an action, whether or not its instance still runs."""
+        instance = self.instance_by_id(about.instance_id)
+        self.transitions.append(
+            Transition.model_validate(
+                {
+                    "kind": kind,
+                    "journey": about.journey,
+                    "version": about.journey_version,
+                    "instance_id": about.instance_id,
+                    "at": self.now,
+                    "step_id": about.step_id,
+                    "holdout": bool(instance and instance.holdout),
+                }
+                | details
+            )
+        )
+
+    def zone(self) -> ZoneInfo:
+        name = self.state.profile.get("timezone") or self.default_timezone
+        try:
+            return ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(self.default_timezone)
 
     def finish(self, instance: InstanceState) -> None:
         """End an instance wherever it is: drop it, cancel its timer, count it."""
@@ -145,7 +170,7 @@ class Run:
 
     def _send(self, instance: InstanceState, step: SendStep) -> None:
         if instance.holdout:
-            self.record("held_out", instance, step_id=step.id, reason=step.channel.value)
+            self.record("held_out", instance, step_id=step.id, reason=str(step.channel))
             return
         customer_id = self.state.customer_id
         action = Action(
@@ -162,29 +187,27 @@ class Run:
             journey_version=instance.version,
             instance_id=instance.instance_id,
             step_id=step.id,
-            channel=step.channel,
+            # for `preferred` the contact policy picks the channel; e-mail only holds the place
+            channel=ContactChannel.EMAIL if step.channel == "preferred" else step.channel,
             template=step.template,
             params=render(step.params, self.context(instance)),
             priority=step.priority,
+            purpose=step.purpose,
             triggered_by=self.triggered_by,
             created_at=self.now,
             not_before=self.now,
         )
-        self.actions.append(action)
-        instance.last_action = SentAction(
-            action_id=action.action_id,
-            step_id=step.id,
-            channel=step.channel.value,
-            template=step.template,
+        pending = PendingSend(
+            action=action, requested_channel=str(step.channel), on_cap=step.on_cap
         )
-        self.record("sent", instance, step_id=step.id, action=instance.last_action)
+        self.candidates.append((len(self.transitions), pending))
 
     def _split(self, instance: InstanceState, step: SplitStep) -> str:
         position = bucket(self.state.customer_id, instance.journey, step.id)
         threshold = 0.0
         chosen = step.variants[-1]
         for variant in step.variants:
-            threshold += variant.percent * _BUCKETS / 100
+            threshold += variant.percent * BUCKETS / 100
             if position < threshold:
                 chosen = variant
                 break
@@ -218,7 +241,7 @@ class Run:
         if step.duration is not None:
             return self.now + step.duration
         if step.until_time is not None:
-            return next_time_of_day(self.now, step.until_time, self._zone())
+            return next_time_of_day(self.now, step.until_time, self.zone())
         assert step.until is not None
         moment = resolve(step.until.path, self.context(instance))
         try:
@@ -231,13 +254,6 @@ class Run:
                 f"{moment!r}, not a date-time with a time zone"
             )
         return base + step.until.offset
-
-    def _zone(self) -> ZoneInfo:
-        name = self.state.profile.get("timezone") or self.default_timezone
-        try:
-            return ZoneInfo(str(name))
-        except (ZoneInfoNotFoundError, ValueError):
-            return ZoneInfo(self.default_timezone)
 
     def _park(self, instance: InstanceState, step_id: str, due: datetime) -> None:
         timer = Timer(
@@ -268,19 +284,3 @@ def _choose(step: BranchStep, context: dict[str, Any]) -> str:
         if evaluate(branch.when, context):
             return branch.next
     return step.otherwise
-
-
-def next_time_of_day(now: datetime, at: str, zone: ZoneInfo) -> datetime:
-    """The next moment after `now` when the wall clock in `zone` shows `at` (HH:MM).
-
-    Wall-clock arithmetic, so a DST change in between keeps the local time; a time that does
-    not exist that day (the spring-forward gap) resolves as zoneinfo's fold=0 does.
-    """
-    hours, minutes = (int(part) for part in at.split(":"))
-    local_now = now.astimezone(zone)
-    candidate = datetime.combine(local_now.date(), time(hours, minutes), tzinfo=zone)
-    if candidate <= local_now:
-        candidate = datetime.combine(
-            local_now.date() + timedelta(days=1), time(hours, minutes), tzinfo=zone
-        )
-    return candidate.astimezone(now.tzinfo)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
+from journeys._policy import ContactState
 from schemas import CustomerRef, SourceChannel, TimerFired, TimerPayload
 
 
@@ -61,6 +62,8 @@ class CustomerState(BaseModel):
     entries: dict[str, int] = Field(default_factory=dict)
     last_entry_at: dict[str, AwareDatetime] = Field(default_factory=dict)
     finished: dict[str, int] = Field(default_factory=dict)
+    contact: ContactState = Field(default_factory=ContactState)
+    erased: bool = False
 
 
 class Timer(BaseModel):
@@ -95,7 +98,17 @@ class Timer(BaseModel):
 
 
 TransitionKind = Literal[
-    "entered", "step", "sent", "waiting", "held_out", "migrated", "goal", "exited", "completed"
+    "entered",
+    "step",
+    "sent",
+    "suppressed",
+    "deferred",
+    "waiting",
+    "held_out",
+    "migrated",
+    "goal",
+    "exited",
+    "completed",
 ]
 
 

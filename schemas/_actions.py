@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
-from schemas._touchpoints import ContactChannel, Identifier
+from schemas._touchpoints import ContactChannel, Identifier, Purpose
 
 
 class Action(BaseModel):
@@ -25,9 +25,32 @@ class Action(BaseModel):
     template: Identifier
     params: dict[str, JsonValue] = Field(default_factory=dict)
     priority: Annotated[int, Field(ge=0, le=100)] = 50
+    purpose: Purpose = "marketing"
     triggered_by: Identifier
     created_at: AwareDatetime
     not_before: AwareDatetime
+
+
+SuppressionReason = Literal[
+    "no_consent", "no_consented_channel", "frequency_cap", "global_holdout", "erased"
+]
+
+
+class Suppression(BaseModel):
+    """An action the contact policy did not let out, and why: for audit and metrics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    customer_id: Identifier
+    journey: Identifier
+    journey_version: Annotated[int, Field(ge=1)]
+    step_id: Identifier
+    channel: ContactChannel | Literal["preferred"]
+    reason: Literal[
+        "no_consent", "no_consented_channel", "frequency_cap", "global_holdout", "erased"
+    ]
+    at: AwareDatetime
 
 
 def stable_id(*parts: str) -> str:

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas._touchpoints import EVENT_TYPES, ContactChannel
+from schemas._touchpoints import EVENT_TYPES, ContactChannel, Purpose
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -222,13 +222,18 @@ class WaitForStep(_Step):
 
 
 class SendStep(_Step):
-    """Emit an action to a channel. String params may hold `{{ path }}` references."""
+    """Emit an action to a channel (`preferred`: the customer's preferred channel that has
+    consent). String params may hold `{{ path }}` references. Marketing sends obey consent,
+    quiet hours and frequency caps; transactional ones (order, delivery) their own consent only.
+    When a cap is reached, `on_cap` says whether this send is suppressed or deferred."""
 
     type: Literal["send"]
-    channel: ContactChannel
+    channel: ContactChannel | Literal["preferred"]
     template: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,127}$")]
     params: dict[str, JsonValue] = Field(default_factory=dict)
     priority: Annotated[int, Field(ge=0, le=100)] = 50
+    purpose: Purpose = "marketing"
+    on_cap: Literal["suppress", "defer"] = "suppress"
     next: StepId
 
 

@@ -187,10 +187,19 @@ class ContactChannel(StrEnum):
     WEBHOOK = "webhook"
 
 
+Purpose = Literal["marketing", "transactional"]
+
+
 class ConsentPayload(_Payload):
     channel: ContactChannel
-    purpose: Literal["marketing", "transactional"]
+    purpose: Purpose
     granted: bool
+
+
+class ErasurePayload(_Payload):
+    """GDPR right to be forgotten; `reference` points at the request in the CRM, if any."""
+
+    reference: str | None = None
 
 
 class ReceiptPayload(_Payload):
@@ -322,6 +331,13 @@ class ChurnRiskSignalled(_Envelope):
     payload: ChurnRiskPayload
 
 
+class CustomerErased(_Envelope):
+    """Forget the customer: state, timers and identity links go; nothing is sent afterwards."""
+
+    type: Literal["customer.erased"] = "customer.erased"
+    payload: ErasurePayload
+
+
 class TimerFired(_Envelope):
     """Produced by polku itself when a journey's wait is over."""
 
@@ -347,6 +363,7 @@ Touchpoint = Annotated[
     | EventRegistered
     | EventAttended
     | ChurnRiskSignalled
+    | CustomerErased
     | TimerFired,
     Field(discriminator="type"),
 ]

@@ -182,7 +182,7 @@ def test_until_a_missing_date_is_a_runtime_error_naming_the_step() -> None:
         {"id": "before", "type": "wait", "until": {"path": "trigger.payload.nope"}, "next": "done"},
         SEND_AND_EXIT[1],
     ]
-    with pytest.raises(JourneyRuntimeError, match="'before'.*trigger.payload.nope"):
+    with pytest.raises(JourneyRuntimeError, match=r"'before'.*trigger.payload.nope"):
         Engine([journey(steps)]).advance(CustomerState(customer_id="c1"), cart(), T0)
 
 
@@ -310,7 +310,7 @@ def test_a_migration_must_map_every_wait_of_the_old_version(tmp_path: Path) -> N
     document = yaml.safe_load(Path(v2.source).read_text())
     del document["migrate"]["steps"]["wait_before_coupon"]
     partial = load_journey_text(yaml.safe_dump(document), "partial.yaml")
-    with pytest.raises(JourneyDefinitionError, match="partial.yaml.*'wait_before_coupon'"):
+    with pytest.raises(JourneyDefinitionError, match=r"partial.yaml.*'wait_before_coupon'"):
         Engine([v1, partial])
 
 

@@ -68,7 +68,7 @@ def _scenario(rng: random.Random) -> list[Touchpoint]:
                         order_id=f"o{n}",
                         items=items,
                         total="10",
-                        currency="EUR",  # type: ignore[arg-type]
+                        currency="EUR",
                     ),
                 )
             )

@@ -1,5 +1,17 @@
-"""The streaming shell: Faust worker, durable timers, broker, producer and CLI."""
+"""The streaming shell: Faust worker, durable timers, broker, producer, HTTP collector and CLI.
 
+The sender SDK and the reference senders are in `streams.senders`.
+"""
+
+from streams._collector import (
+    Collector,
+    CollectorMetrics,
+    KafkaPublisher,
+    TouchpointPublisher,
+    build_collector_app,
+    run_collector,
+)
+from streams._collector_openapi import openapi_document
 from streams._errors import BrokerError, ConfigError
 from streams._metrics import WorkerMetrics
 from streams._producer import ProduceReport, TouchpointProducer, produce_lines
@@ -10,17 +22,24 @@ from streams.broker import LocalBroker, broker_bootstrap, free_port, tansu_binar
 
 __all__ = [
     "BrokerError",
+    "Collector",
+    "CollectorMetrics",
     "ConfigError",
     "DueTimeIndex",
+    "KafkaPublisher",
     "LocalBroker",
     "ProduceReport",
     "Settings",
     "TouchpointProducer",
+    "TouchpointPublisher",
     "WorkerMetrics",
     "broker_bootstrap",
+    "build_collector_app",
     "ensure_topics",
     "free_port",
+    "openapi_document",
     "polku_topics",
     "produce_lines",
+    "run_collector",
     "tansu_binary",
 ]

@@ -40,6 +40,7 @@ from streams._topics import ensure_topics
 from streams.broker import broker_bootstrap
 
 DEMO_JOURNEYS = Path(__file__).parent / "demo"
+DEMO_POLICY = Path(__file__).parent / "policies" / "demo.yaml"
 _TRUNCATED_EVENT = b'{"type": "cart.abandoned", "event_id": "pos-17", "customer": '
 
 # (customer, channel, template) the scenario must produce, no more and no fewer
@@ -158,8 +159,10 @@ def _demo_settings(base: Settings, bootstrap: str, workdir: Path) -> Settings:
             "app_id": run,
             "data_dir": workdir / "data",
             "journeys_dir": DEMO_JOURNEYS,
+            "contact_policy_file": DEMO_POLICY,
             "touchpoints_topic": f"{run}.touchpoints",
             "dead_letter_topic": f"{run}.deadletter",
+            "suppressed_topic": f"{run}.suppressed",
             "actions_topic_prefix": f"{run}.actions.",
             "metrics_port": None,
             "log_level": "warn",

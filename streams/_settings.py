@@ -5,6 +5,7 @@ from __future__ import annotations
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,11 +31,19 @@ class Settings(BaseSettings):
     journeys_dir: Annotated[
         Path | None, Field(description="directory of journey YAML files; unset = built-in library")
     ] = None
+    contact_policy_file: Annotated[
+        Path | None,
+        Field(description="YAML contact policy; unset = the strict defaults (README)"),
+    ] = None
+    default_timezone: Annotated[
+        str, Field(description="IANA time zone of customers whose profile names none")
+    ] = "UTC"
 
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
     replication_factor: Annotated[int, Field(ge=1)] = 1
     touchpoints_topic: str = "polku.touchpoints"
     dead_letter_topic: str = "polku.deadletter"
+    suppressed_topic: str = "polku.suppressed"
     actions_topic_prefix: str = "actions."
 
     timer_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
@@ -119,6 +128,17 @@ class Settings(BaseSettings):
     def _an_address(cls, value: str | None) -> str | None:
         if value is not None and "@" not in parseaddr(value)[1]:
             raise ValueError("must hold an email address, e.g. 'Shop <news@shop.example>'")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone such as Europe/Helsinki"
+            ) from None
         return value
 
     def action_topic(self, channel: ContactChannel | str) -> str:

@@ -18,6 +18,7 @@ def polku_topics(settings: Settings) -> list[str]:
     return [
         settings.touchpoints_topic,
         settings.dead_letter_topic,
+        settings.suppressed_topic,
         *settings.action_topics.values(),
     ]
 

@@ -20,6 +20,7 @@ from streams import Settings, ensure_topics, free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_JOURNEYS = REPO_ROOT / "tests" / "fixtures" / "journeys"
 SLOW_JOURNEYS = REPO_ROOT / "tests" / "fixtures" / "journeys_slow"
+POLICIES = REPO_ROOT / "tests" / "fixtures" / "policies"
 
 
 def isolated_settings(
@@ -34,6 +35,9 @@ def isolated_settings(
         "journeys_dir": journeys_dir,
         "touchpoints_topic": f"{run}.touchpoints",
         "dead_letter_topic": f"{run}.deadletter",
+        "suppressed_topic": f"{run}.suppressed",
+        # journeys alone decide unless a test sets a policy: see tests/journeys/test_policy.py
+        "contact_policy_file": POLICIES / "permissive.yaml",
         "actions_topic_prefix": f"{run}.actions.",
         "metrics_port": free_port(),
         "log_level": "info",

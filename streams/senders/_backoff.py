@@ -56,7 +56,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    # RFC 9110 delta-seconds are ASCII digits; str.isdigit() also accepts "¹" or "٣"
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = parsedate_to_datetime(text)

@@ -18,6 +18,7 @@ from journeys._loader import (
     load_journeys,
     successors,
 )
+from journeys._merge import merge_states
 from journeys._policy import (
     ContactPolicy,
     ContactState,
@@ -57,6 +58,7 @@ __all__ = [
     "load_journey_file",
     "load_journey_text",
     "load_journeys",
+    "merge_states",
     "next_time_of_day",
     "quiet_until",
     "render",

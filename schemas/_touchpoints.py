@@ -57,13 +57,20 @@ class CustomerRef(BaseModel):
         return self
 
     @property
+    def keys(self) -> list[str]:
+        """Every identifier as a key, strongest first: the customer id as it is, the others
+        prefixed with their kind (`email:aino@example.com`), so kinds never collide."""
+        order = ("customer_id", "loyalty_card", "email", "phone", "device_id", "anonymous_id")
+        return [
+            str(value) if name == "customer_id" else f"{name}:{value}"
+            for name in order
+            if (value := getattr(self, name))
+        ]
+
+    @property
     def key(self) -> str:
-        """The identifier that keys this customer's events, strongest first."""
-        for name in ("customer_id", "loyalty_card", "email", "phone", "device_id", "anonymous_id"):
-            value = getattr(self, name)
-            if value:
-                return f"{name}:{value}" if name != "customer_id" else str(value)
-        raise AssertionError("unreachable: validated to have an identifier")
+        """The identifier that keys this customer's events: the strongest one."""
+        return self.keys[0]
 
 
 class LineItem(BaseModel):

@@ -1,0 +1,158 @@
+"""The identity agent: any identifier in, one canonical customer key out.
+
+Channels key events by whatever they know (a cookie, an e-mail, a loyalty card). This agent
+reads the raw touchpoints, keyed by the event's strongest identifier, and forwards each to the
+customer topic keyed by the canonical customer. Everything it keeps is partition-local:
+
+- `alias:X -> C` lives on X's partition: events keyed X are resolved there, without lookups
+  elsewhere;
+- `known:B -> [X, ...]` on B's partition: identifiers already seen together with B, so a link
+  is sent once, not with every event;
+- `links:C -> [X, ...]` on C's partition: every alias of C, so an erasure can unlink them.
+
+When an event shows identifiers together (a login carries the customer id and the cookie; a
+store purchase the loyalty card and the customer id), each other identifier X is linked to the
+canonical customer C by a control record keyed X. On X's partition the alias is written and a
+`merge-into` control record asks the journey agent to hand the profile kept under X until now
+(if any) over to C. An identifier that already belongs to another customer stays there: the
+first link wins. Per-partition order makes this safe: events for X that
+were forwarded before the link are processed before the hand-over.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from faust.types import Message
+
+from schemas import CustomerErased, InvalidEventError, Touchpoint, decode_touchpoint
+
+log = logging.getLogger("polku.identity")
+
+CONTROL_HEADER = "polku.control"
+LINK = "link"
+REMEMBER_ALIAS = "remember-alias"
+FORGET = "forget"
+UNLINK = "unlink"
+MERGE_INTO = "merge-into"
+ABSORB = "absorb"
+
+
+def control_of(message: Message) -> str | None:
+    """The control kind of a record, or None for a touchpoint."""
+    headers: Any = message.headers or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for name, value in pairs:
+        if name == CONTROL_HEADER:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def control_headers(kind: str) -> list[tuple[str, bytes]]:
+    return [(CONTROL_HEADER, kind.encode())]
+
+
+class IdentityProcessor:
+    """Resolves and re-keys raw touchpoints; dead-letters what cannot be read."""
+
+    def __init__(
+        self,
+        *,
+        raw_topic: Any,
+        customer_topic: Any,
+        aliases: Any,
+        dead_letter: Any,
+    ) -> None:
+        self._raw = raw_topic
+        self._customers = customer_topic
+        self._aliases = aliases
+        self._dead_letter = dead_letter
+
+    async def handle(self, message: Message) -> None:
+        control = control_of(message)
+        if control is not None:
+            await self._on_control(control, message.key or b"", message.value or b"")
+            return
+        raw = message.value or b""
+        try:
+            event = decode_touchpoint(raw)
+        except InvalidEventError as exc:
+            await self._dead_letter(message, "invalid_event", exc.reason)
+            return
+        best = event.customer.key.encode()
+        if message.key != best:
+            # resolve on the partition of the event's strongest identifier
+            await self._send(self._raw, best, raw)
+            return
+        canonical = self.canonical(best)
+        await self._link_others(best, canonical, event)
+        if isinstance(event, CustomerErased):
+            await self._send(self._raw, canonical, b"", control_headers(FORGET))
+        await self._send(self._customers, canonical, raw)
+
+    def canonical(self, identifier: bytes) -> bytes:
+        found = self._aliases.get(b"alias:" + identifier)
+        return bytes(found) if found else identifier
+
+    async def _link_others(self, best: bytes, canonical: bytes, event: Touchpoint) -> None:
+        known = set(self._list(b"known:" + best))
+        fresh = [k.encode() for k in event.customer.keys if k.encode() not in known | {best}]
+        if not fresh or isinstance(event, CustomerErased):
+            return
+        for identifier in fresh:
+            await self._send(self._raw, identifier, canonical, control_headers(LINK))
+        self._aliases[b"known:" + best] = orjson.dumps(sorted(known | {f.decode() for f in fresh}))
+
+    async def _on_control(self, kind: str, key: bytes, value: bytes) -> None:
+        if kind == LINK:
+            await self._link(key, value)
+        elif kind == REMEMBER_ALIAS:
+            aliases = set(self._list(b"links:" + key)) | {value.decode()}
+            self._aliases[b"links:" + key] = orjson.dumps(sorted(aliases))
+        elif kind == FORGET:
+            await self._forget(key)
+        elif kind == UNLINK:
+            for table_key in (b"alias:" + key, b"known:" + key):
+                if table_key in self._aliases:
+                    del self._aliases[table_key]
+        else:
+            log.warning("unknown identity control record %r ignored", kind)
+
+    async def _link(self, identifier: bytes, canonical: bytes) -> None:
+        """Make `identifier` an alias of `canonical`, handing over any profile it had."""
+        if canonical == identifier:
+            return
+        previous = self.canonical(identifier)
+        if previous == canonical:
+            return
+        if previous != identifier:
+            # already the alias of another customer: the first link wins, and two customer
+            # records are never merged on a shared device or address without the CRM saying so
+            log.warning("identity conflict: an identifier already belongs to another customer")
+            return
+        self._aliases[b"alias:" + identifier] = canonical
+        await self._send(self._raw, canonical, identifier, control_headers(REMEMBER_ALIAS))
+        # the profile events for this identifier were kept under until now joins the canonical
+        await self._send(self._customers, previous, canonical, control_headers(MERGE_INTO))
+        log.info("identity linked; profile handed over to the canonical customer")
+
+    async def _forget(self, canonical: bytes) -> None:
+        """Erasure: every alias of the customer is unlinked where it lives."""
+        for alias in self._list(b"links:" + canonical):
+            await self._send(self._raw, alias.encode(), b"", control_headers(UNLINK))
+        for table_key in (b"links:" + canonical, b"known:" + canonical, b"alias:" + canonical):
+            if table_key in self._aliases:
+                del self._aliases[table_key]
+
+    def _list(self, key: bytes) -> list[str]:
+        stored = self._aliases.get(key)
+        return list(orjson.loads(stored)) if stored else []
+
+    @staticmethod
+    async def _send(
+        topic: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        # wait for the ack: the raw event's offset may be committed once this returns
+        await (await topic.send(key=key, value=value, headers=headers, force=True))

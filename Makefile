@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint schemas clean
+.PHONY: setup tools demo test lint schemas clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,19 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# Prometheus and promtool (Debian package `prometheus`) for the alert-rule and dashboard tests;
+# installed only when promtool is missing, with sudo only when not already root.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+		elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
+		else echo "promtool is missing: install the Debian package prometheus as root" >&2; exit 1; fi; \
+		apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$apt install -y --no-install-recommends prometheus || { \
+			$$apt update && $$apt install -y --no-install-recommends prometheus; }; \
+	}
+
+test: lint tools
 	$(BIN)/python -m pytest
 
 schemas: setup

@@ -1,17 +1,71 @@
-"""Prometheus metrics of a worker. Labels are bounded (journey, step, channel, event type, kind
-of problem); a customer identifier is never a label."""
+"""Prometheus metrics of a worker, and the code that keeps them.
+
+Labels are bounded: journey, step, channel, event type, source channel, group (treated or
+holdout), a fixed vocabulary of reasons, topic and partition. A customer identifier, address or
+event id is never a label. Every metric is listed, with its labels, in the README's Operations
+section; the dashboards in deploy/grafana/dashboards and the alerts in deploy/prometheus/rules
+use these names.
+
+Gauges describe this worker's share of the work: the partitions assigned to it. Sum them over
+workers (`sum by (journey, step) (...)`) for the whole deployment. Counters start at zero when a
+worker starts (`rate` and `increase` handle that); the instances gauge is rebuilt after every
+recovery from the timers table, so a restart or rebalance does not reset it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from journeys import CustomerState, Journey, Outcome, Transition, is_wait
+from schemas import Action, SendStep, Touchpoint
+
+log = logging.getLogger("polku.metrics")
+
+TREATED, HOLDOUT = "treated", "holdout"
+EXIT_COMPLETED, EXIT_EVENT = "completed", "exit_event"
+# the worker's dead-letter kinds, declared at zero so a dead-letter rate is 0 rather than absent
+DEAD_LETTER_KINDS = ("invalid_event", "journey_error")
+NOTHING_SENT = "none"  # step and channel of a goal reached before any action was sent
+LAG_SAMPLE_SECONDS = 1.0
+_POSITION_TIMEOUT_SECONDS = 1.0
+
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+StepKey = tuple[str, str]  # (journey, step)
 
 
 class WorkerMetrics:
+    """The worker's metrics in one registry, which `polku worker` serves on /metrics."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._define_event_metrics()
+        self._define_journey_metrics()
+        self._define_action_metrics()
+        self._define_timer_and_consumer_metrics()
+        # (journey, step) of every instances series, so a recovery can reset them all in place
+        self._instance_series: set[StepKey] = set()
+        self._send_steps: set[StepKey] = set()
+        # (topic, partition) -> offset of the next record the journey agent will process
+        self._next_offsets: dict[tuple[str, int], int] = {}
+        self._lag_series: set[tuple[str, int]] = set()
+        self._last_sample_error: str | None = None
+
+    def _define_event_metrics(self) -> None:
         reg = self.registry
         self.events = Counter(
-            "polku_events_total", "Touchpoint events processed, by type", ["type"], registry=reg
+            "polku_events_total",
+            "Touchpoint events processed by the journey engine, by type and source channel",
+            ["type", "source_channel"],
+            registry=reg,
         )
         self.dead_lettered = Counter(
             "polku_events_dead_lettered_total",
@@ -24,18 +78,95 @@ class WorkerMetrics:
             "Events that arrived under another key and were re-produced keyed by customer",
             registry=reg,
         )
-        self.actions = Counter(
-            "polku_actions_emitted_total",
-            "Actions produced to a channel topic",
-            ["journey", "step", "channel"],
+        self.processing = Histogram(
+            "polku_event_processing_seconds",
+            "Time to process one event, including waiting for its actions to be acked",
             registry=reg,
         )
+
+    def _define_journey_metrics(self) -> None:
+        reg = self.registry
         self.transitions = Counter(
             "polku_journey_transitions_total",
-            "Journey instances entering, stepping, exiting and completing",
+            "Everything that happened to journey instances, by kind of transition",
             ["journey", "kind"],
             registry=reg,
         )
+        self.entries = Counter(
+            "polku_journey_entries_total",
+            "Customers who entered a journey, by group (treated, or holdout: no sends)",
+            ["journey", "group"],
+            registry=reg,
+        )
+        self.steps = Counter(
+            "polku_journey_steps_total",
+            "Journey instances that reached a step (the funnel)",
+            ["journey", "step"],
+            registry=reg,
+        )
+        self.exits = Counter(
+            "polku_journey_exits_total",
+            "Journey instances that ended without a goal: at an exit step (completed) or on "
+            "an exit_on event (exit_event)",
+            ["journey", "reason"],
+            registry=reg,
+        )
+        self.goals = Counter(
+            "polku_journey_goals_total",
+            "Goals reached (conversions), by group: treated vs holdout measures uplift",
+            ["journey", "group"],
+            registry=reg,
+        )
+        self.goals_attributed = Counter(
+            "polku_journey_goals_attributed_total",
+            "Goals reached, by the last action sent before them (step, channel; none if none)",
+            ["journey", "step", "channel"],
+            registry=reg,
+        )
+        self.instances = Gauge(
+            "polku_journey_instances",
+            "Journey instances in progress on this worker's partitions, by the step they wait at",
+            ["journey", "step"],
+            registry=reg,
+        )
+
+    def _define_action_metrics(self) -> None:
+        reg = self.registry
+        self.actions = Counter(
+            "polku_actions_emitted_total",
+            "Actions produced to a channel topic (acked by the broker)",
+            ["journey", "step", "channel"],
+            registry=reg,
+        )
+        self.held_out = Counter(
+            "polku_actions_held_out_total",
+            "Sends skipped because the customer is in the journey's holdout group",
+            ["journey", "step", "channel"],
+            registry=reg,
+        )
+        # the contact policy's verdicts (consent, quiet hours, frequency caps, global holdout)
+        self.suppressed = Counter(
+            "polku_actions_suppressed_total",
+            "Sends the contact policy dropped, by reason",
+            ["journey", "step", "channel", "reason"],
+            registry=reg,
+        )
+        self.deferred = Counter(
+            "polku_actions_deferred_total",
+            "Sends the contact policy postponed (e.g. quiet hours), by reason",
+            ["journey", "step", "channel", "reason"],
+            registry=reg,
+        )
+        self.event_to_action = Histogram(
+            "polku_event_to_action_seconds",
+            "From the triggering record's Kafka timestamp to its action being acked, by channel",
+            ["channel"],
+            buckets=_SECONDS_BUCKETS,
+            registry=reg,
+        )
+
+    def _define_timer_and_consumer_metrics(self) -> None:
+        reg = self.registry
         self.timers_pending = Gauge(
             "polku_timers_pending", "Durable timers waiting in this worker", registry=reg
         )
@@ -48,8 +179,267 @@ class WorkerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=reg,
         )
-        self.processing = Histogram(
-            "polku_event_processing_seconds",
-            "Time to process one event, including waiting for its actions to be acked",
+        self.timers_overdue = Gauge(
+            "polku_timers_overdue_seconds",
+            "How long the earliest due timer has been waiting to fire (0 when none is due)",
             registry=reg,
         )
+        self.consumer_lag = Gauge(
+            "polku_consumer_lag",
+            "Records in a touchpoints partition not yet processed: fetch highwater minus the "
+            "offset of the next record to process",
+            ["topic", "partition"],
+            registry=reg,
+        )
+        self.consumer_highwater = Gauge(
+            "polku_consumer_highwater",
+            "Offset after the last record of a partition, from the broker's fetch responses",
+            ["topic", "partition"],
+            registry=reg,
+        )
+
+    # --- declared series --------------------------------------------------------------------
+
+    def declare_journeys(self, journeys: Iterable[Journey]) -> None:
+        """Create every loaded journey's series at zero.
+
+        A series that does not exist yet makes `rate`, `increase`, the funnel panels and the
+        "journey stopped sending" alert see nothing instead of 0.
+        """
+        for reason in DEAD_LETTER_KINDS:
+            self.dead_lettered.labels(reason)
+        for journey in journeys:
+            self._declare_journey(journey)
+
+    def _declare_journey(self, journey: Journey) -> None:
+        name = journey.name
+        for group in (TREATED, HOLDOUT):
+            self.entries.labels(name, group)
+            self.goals.labels(name, group)
+        for reason in (EXIT_COMPLETED, EXIT_EVENT):
+            self.exits.labels(name, reason)
+        for step_id, step in journey.steps.items():
+            self.steps.labels(name, step_id)
+            if is_wait(step):
+                self.instances.labels(name, step_id)
+                self._instance_series.add((name, step_id))
+            if isinstance(step, SendStep):
+                self._send_steps.add((name, step_id))
+                channel = str(step.channel)
+                self.held_out.labels(name, step_id, channel)
+                if step.channel != "preferred":  # else the contact policy picks it per send
+                    self.actions.labels(name, step_id, channel)
+
+    # --- per event --------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        event: Touchpoint,
+        record_timestamp: float | None,
+        before: CustomerState,
+        outcome: Outcome,
+        seconds: float,
+    ) -> None:
+        """Count what one processed event did; its actions have just been acked."""
+        self.events.labels(event.type, event.channel.value).inc()
+        self.processing.observe(seconds)
+        self._record_actions(outcome.actions, record_timestamp)
+        for transition in outcome.transitions:
+            self._record_transition(transition)
+        self._record_policy(outcome)
+        self._move_instances(before, outcome.state)
+
+    def _record_actions(self, actions: Iterable[Action], record_timestamp: float | None) -> None:
+        acked_at = time.time()  # wall clock: Kafka timestamps are epoch seconds
+        for action in actions:
+            channel = action.channel.value
+            self.actions.labels(action.journey, action.step_id, channel).inc()
+            if record_timestamp:
+                self.event_to_action.labels(channel).observe(max(0.0, acked_at - record_timestamp))
+
+    def _record_transition(self, transition: Transition) -> None:
+        self.transitions.labels(transition.journey, transition.kind).inc()
+        record = _BY_KIND.get(transition.kind)
+        if record is not None:
+            record(self, transition)
+
+    def _entered(self, transition: Transition) -> None:
+        self.entries.labels(transition.journey, _group(transition)).inc()
+
+    def _stepped(self, transition: Transition) -> None:
+        # a wait_for step's timeout or awaited event, and a split's variant, are recorded as a
+        # second `step` with a reason: the funnel counts each step once per visit
+        if transition.reason is None and transition.step_id is not None:
+            self.steps.labels(transition.journey, transition.step_id).inc()
+
+    def _held_out(self, transition: Transition) -> None:
+        step = transition.step_id or NOTHING_SENT
+        self.held_out.labels(transition.journey, step, transition.reason or "unknown").inc()
+
+    def _goal(self, transition: Transition) -> None:
+        self.goals.labels(transition.journey, _group(transition)).inc()
+        last = transition.attributed_to
+        step, channel = (last.step_id, last.channel) if last else (NOTHING_SENT, NOTHING_SENT)
+        self.goals_attributed.labels(transition.journey, step, channel).inc()
+
+    def _exited(self, transition: Transition) -> None:
+        self.exits.labels(transition.journey, EXIT_EVENT).inc()
+
+    def _completed(self, transition: Transition) -> None:
+        self.exits.labels(transition.journey, EXIT_COMPLETED).inc()
+
+    def _record_policy(self, outcome: Outcome) -> None:
+        for held in outcome.suppressed:
+            channel = str(held.channel)
+            self.suppressed.labels(held.journey, held.step_id, channel, held.reason).inc()
+        deferrals = [t for t in outcome.transitions if t.kind == "deferred"]
+        if not deferrals:
+            return
+        # a deferral's transition does not name the channel; its parked send does
+        channels = {
+            (pending.action.instance_id, pending.action.step_id): pending.requested_channel
+            for pending in outcome.state.contact.deferred.values()
+        }
+        for deferral in deferrals:
+            step = deferral.step_id or NOTHING_SENT
+            channel = channels.get((deferral.instance_id, step), "unknown")
+            reason = deferral.reason or "unknown"
+            self.deferred.labels(deferral.journey, step, channel, reason).inc()
+
+    def _move_instances(self, before: CustomerState, after: CustomerState) -> None:
+        """Apply the change in where this customer's instances wait (entered, moved, ended)."""
+        change = _parked(after)
+        change.subtract(_parked(before))
+        for key, delta in change.items():
+            if delta:
+                self.instances.labels(*key).inc(delta)
+                self._instance_series.add(key)
+
+    def reset_instances(self, waiting_timers: Mapping[StepKey, int]) -> None:
+        """After a recovery: the instances are those of the partitions this worker now owns.
+
+        Every running instance waits on exactly one timer, so the timers table (which the worker
+        reads at recovery anyway) counts them; a deferred send's timer sits at a send step and
+        is not an instance. Series are set in place, never cleared, so a scrape never sees a gap.
+        """
+        parked = {key: n for key, n in waiting_timers.items() if key not in self._send_steps}
+        for key in self._instance_series | set(parked):
+            self.instances.labels(*key).set(parked.get(key, 0))
+            self._instance_series.add(key)
+
+    # --- consumer lag and overdue timers ----------------------------------------------------
+
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        """The journey agent finished the record at `offset`."""
+        self._next_offsets[(topic, partition)] = offset + 1
+
+    async def sample_forever(
+        self,
+        consumer: Any,
+        topic: str,
+        next_due: Callable[[], datetime | None],
+        clock: Callable[[], datetime],
+    ) -> None:
+        """Refresh consumer lag and timer overdue gauges; a failed sample is logged, not fatal."""
+        while True:
+            await asyncio.sleep(LAG_SAMPLE_SECONDS)
+            self.sample_overdue(next_due(), clock())
+            try:
+                await self.sample_lag(consumer, topic)
+            except Exception as exc:  # a metrics glitch must never stop the worker
+                self._sample_failed(repr(exc))
+            else:
+                self._last_sample_error = None
+
+    def _sample_failed(self, error: str) -> None:
+        # once per distinct error, not once a second while it lasts
+        if error != self._last_sample_error:
+            log.warning("consumer lag not sampled: %s", error)
+        self._last_sample_error = error
+
+    def sample_overdue(self, next_due: datetime | None, now: datetime) -> None:
+        overdue = (now - next_due).total_seconds() if next_due is not None else 0.0
+        self.timers_overdue.set(max(0.0, overdue))
+
+    async def sample_lag(self, consumer: Any, topic: str) -> None:
+        """Lag per assigned partition of `topic`, from the fetch highwater, never ListOffsets.
+
+        ListOffsets "latest" is wrong on some brokers (Tansu, see DESIGN.md), the highwater
+        that every fetch response carries is right. Before the agent has processed a record of
+        a partition, the consumer's fetch position stands in for the next offset to process.
+        """
+        assigned = {(tp.topic, tp.partition): tp for tp in _assignment(consumer, topic)}
+        for key, tp in assigned.items():
+            highwater = _highwater(consumer, tp)
+            if highwater is None:
+                continue
+            position = self._next_offsets.get(key)
+            if position is None:
+                position = await _position(consumer, tp)
+            if position is None:
+                continue
+            self.consumer_highwater.labels(*key).set(highwater)
+            self.consumer_lag.labels(*key).set(max(0, highwater - position))
+            self._lag_series.add(key)
+        self._forget_revoked(set(assigned))
+
+    def _forget_revoked(self, assigned: set[tuple[str, int]]) -> None:
+        # another worker owns these now and reports them; a stale offset must not come back
+        for key in list(self._next_offsets):
+            if key not in assigned:
+                del self._next_offsets[key]
+        for key in self._lag_series - assigned:
+            self.consumer_lag.remove(*key)
+            self.consumer_highwater.remove(*key)
+        self._lag_series &= assigned
+
+
+_BY_KIND: dict[str, Callable[[WorkerMetrics, Transition], None]] = {
+    "entered": WorkerMetrics._entered,
+    "step": WorkerMetrics._stepped,
+    "held_out": WorkerMetrics._held_out,
+    "goal": WorkerMetrics._goal,
+    "exited": WorkerMetrics._exited,
+    "completed": WorkerMetrics._completed,
+}
+
+
+def _group(transition: Transition) -> str:
+    return HOLDOUT if transition.holdout else TREATED
+
+
+def _parked(state: CustomerState) -> Tally[StepKey]:
+    return Tally((instance.journey, instance.step_id) for instance in state.instances.values())
+
+
+# The Kafka client imports are local: importing `streams` (the CLI, `polku stats`) must not
+# pay for loading Faust and aiokafka.
+
+
+def _assignment(consumer: Any, topic: str) -> list[Any]:
+    from faust.exceptions import ConsumerNotStarted
+
+    try:
+        assignment = consumer.assignment()
+    except ConsumerNotStarted:  # until the consumer thread runs
+        return []
+    return [tp for tp in assignment if tp.topic == topic]
+
+
+def _highwater(consumer: Any, tp: Any) -> int | None:
+    """None until the first fetch response for `tp`, or when a rebalance just took it away."""
+    try:
+        highwater = consumer.highwater(tp)
+    except AssertionError:  # aiokafka asserts that the partition is still assigned
+        return None
+    return int(highwater) if highwater is not None else None
+
+
+async def _position(consumer: Any, tp: Any) -> int | None:
+    from aiokafka.errors import IllegalStateError
+
+    try:
+        position = await asyncio.wait_for(consumer.position(tp), _POSITION_TIMEOUT_SECONDS)
+    except (TimeoutError, IllegalStateError):  # still resetting, or no longer assigned
+        return None
+    return int(position) if position is not None else None

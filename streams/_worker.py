@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -61,10 +62,14 @@ class JourneyProcessor:
         self._timers = timers
         self._clock = clock
         self.index = DueTimeIndex()
+        metrics.declare_journeys(engine.journeys)
 
     async def process(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await self.handle(event.message)
+            self._metrics.processed(
+                event.message.topic, event.message.partition, event.message.offset
+            )
 
     async def handle(self, message: Message) -> None:
         raw: bytes = message.value or b""
@@ -79,13 +84,16 @@ class JourneyProcessor:
             return
         started = time.perf_counter()
         try:
-            outcome = self._engine.advance(self._load_state(customer_key), event, self._clock())
+            before = self._load_state(customer_key)
+            outcome = self._engine.advance(before, event, self._clock())
         except JourneyRuntimeError as exc:
             await self._send_to_dead_letter(message, "journey_error", str(exc))
             return
         await self._emit(outcome.actions)
         self._save(customer_key, event, outcome)
-        self._count(event, outcome, time.perf_counter() - started)
+        self._metrics.record_event(
+            event, message.timestamp, before, outcome, time.perf_counter() - started
+        )
 
     def _load_state(self, customer_key: bytes) -> CustomerState:
         stored = self._states.get(customer_key)
@@ -120,15 +128,6 @@ class JourneyProcessor:
             self.index.discard(timer_id)
         self._metrics.timers_pending.set(len(self.index))
 
-    def _count(self, event: Touchpoint, outcome: Outcome, seconds: float) -> None:
-        metrics = self._metrics
-        metrics.events.labels(event.type).inc()
-        metrics.processing.observe(seconds)
-        for action in outcome.actions:
-            metrics.actions.labels(action.journey, action.step_id, action.channel.value).inc()
-        for transition in outcome.transitions:
-            metrics.transitions.labels(transition.journey, transition.kind).inc()
-
     async def _rekey(self, customer_key: bytes, raw: bytes) -> None:
         # a customer's events must share a partition with that customer's state
         self._metrics.rekeyed.inc()
@@ -156,12 +155,15 @@ class JourneyProcessor:
         """After (re)covery, the index is exactly the timers of this worker's partitions."""
         self.index.clear()
         stranded: set[tuple[str, int]] = set()
+        waiting: Counter[tuple[str, str]] = Counter()
         for _, stored in self._timers.items():
             timer = Timer.model_validate_json(stored)
             self.index.add(timer)
+            waiting[timer.journey, timer.step_id] += 1
             if not self._engine.runnable(timer.journey, timer.journey_version):
                 stranded.add((timer.journey, timer.journey_version))
         self._metrics.timers_pending.set(len(self.index))
+        self._metrics.reset_instances(waiting)
         log.info("timer index rebuilt: %d pending timers", len(self.index))
         if stranded:
             # every running instance waits on a timer, so these versions still have customers
@@ -254,6 +256,12 @@ def build_app(
 
     timers.on_recover(after_recovery)
     app.task(processor.fire_due_timers_forever)
+
+    async def sample_metrics() -> None:
+        topic = settings.touchpoints_topic
+        await metrics.sample_forever(app.consumer, topic, processor.index.next_due, clock)
+
+    app.task(sample_metrics)
     return app, processor
 
 

@@ -14,6 +14,7 @@ from schemas import PolkuError
 from streams._cli_channels import register as register_channel_commands
 from streams._cli_journeys import cmd_validate
 from streams._cli_journeys import register as register_journey_commands
+from streams._cli_stats import register as register_stats_command
 from streams._settings import Settings
 
 
@@ -28,10 +29,15 @@ def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from streams._metrics import WorkerMetrics
+    from streams._policy_file import load_policy
     from streams._topics import ensure_topics
     from streams._worker import build_app
 
-    engine = Engine(_journeys(settings))
+    engine = Engine(
+        _journeys(settings),
+        default_timezone=settings.default_timezone,
+        policy=load_policy(settings.contact_policy_file),
+    )
     ensure_topics(settings)
     metrics = WorkerMetrics()
     if settings.metrics_port is not None:
@@ -83,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=cmd_validate)
     register_journey_commands(commands)
     register_channel_commands(commands)
+    register_stats_command(commands)
     return parser
 
 

@@ -20,6 +20,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.kafka.yml"
 EXPECTED_TOPICS = {
     "polku.touchpoints": 12,
     "polku.deadletter": 3,
+    "polku.suppressed": 3,
     "actions.email": 6,
     "actions.sms": 6,
     "actions.push": 6,
@@ -224,3 +225,40 @@ def test_compose_topics_are_the_ones_the_worker_uses() -> None:
 
     settings = Settings(kafka_bootstrap="kafka:9092")
     assert set(polku_topics(settings)) == set(EXPECTED_TOPICS)
+
+
+def test_prometheus_loads_the_alert_rules_it_mounts() -> None:
+    prometheus = _service("prometheus")
+    config_path = _bind_mount_source(prometheus, "/etc/prometheus/prometheus.yml")
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    rules = _bind_mount_source(prometheus, "/etc/prometheus/rules")
+    assert rules == (REPO_ROOT / "deploy" / "prometheus" / "rules").resolve()
+    assert config["rule_files"] == ["rules/*.yml"]  # relative to /etc/prometheus/prometheus.yml
+    assert sorted(rules.glob("*.yml")), "no rule file to load"
+
+
+def test_grafana_provisions_the_dashboards_it_mounts() -> None:
+    grafana = _service("grafana")
+    provisioning = _bind_mount_source(grafana, "/etc/grafana/provisioning")
+    providers = yaml.safe_load((provisioning / "dashboards" / "polku.yml").read_text())
+    [provider] = providers["providers"]
+    dashboards = _bind_mount_source(grafana, provider["options"]["path"])
+    assert dashboards == (REPO_ROOT / "deploy" / "grafana" / "dashboards").resolve()
+    assert len(sorted(dashboards.glob("*.json"))) == 5
+
+
+def test_the_collector_runs_polku_collector_and_is_scraped() -> None:
+    collector = _service("collector")
+    assert _command_text(collector).split() == ["polku", "collector"]
+    assert collector["image"] == _service("worker")["image"]
+    assert collector["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    env = _env(collector)
+    assert env["POLKU_KAFKA_BOOTSTRAP"] == _env(_service("worker"))["POLKU_KAFKA_BOOTSTRAP"]
+    assert _resolve_default(env["POLKU_COLLECTOR_API_KEYS"]), "the collector needs a key"
+    port = env["POLKU_COLLECTOR_PORT"]
+    assert f"127.0.0.1:{port}:{port}" in collector["ports"]
+    config_path = _bind_mount_source(_service("prometheus"), "/etc/prometheus/prometheus.yml")
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = [t for static in jobs["polku-collector"]["static_configs"] for t in static["targets"]]
+    assert targets == [f"collector:{env['POLKU_METRICS_PORT']}"]

@@ -275,8 +275,8 @@ def test_collector_to_worker_to_smtp_and_a_receipt_back(
     assert message["Subject"] == "Aino, your cart is waiting for you"
     text = body_text(message, "plain")
     # the journey passes the cart's items but not its currency
-    assert "- 1 x Trail shoe: 89.90\n" in text.replace("\r\n", "\n")
-    assert "- 3 x Merino sock: 36.00\n" in text.replace("\r\n", "\n")
+    assert "- 1 x Trail shoe: 89.90 EUR\n" in text.replace("\r\n", "\n")
+    assert "- 3 x Merino sock: 36.00 EUR\n" in text.replace("\r\n", "\n")
     assert "https://shop.example/cart/c-e2e" in text
     assert "Merino sock" in body_text(message, "html")
     [receipt] = receipts_for(touchpoints.messages, want.action_id)

@@ -22,6 +22,7 @@ from faust.types import Message
 from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer
 from schemas import Action, InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
+from streams._faust_fixes import install_fetch_highwaters
 from streams._metrics import WorkerMetrics
 from streams._settings import Settings
 from streams._timers import DueTimeIndex
@@ -211,6 +212,7 @@ class JourneyProcessor:
 def build_app(
     settings: Settings, engine: Engine, metrics: WorkerMetrics, clock: Clock = utc_now
 ) -> tuple[faust.App, JourneyProcessor]:
+    install_fetch_highwaters(settings)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.require_bootstrap().split(",")],

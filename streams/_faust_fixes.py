@@ -1,0 +1,99 @@
+"""Work-arounds for where the broker or Faust deviate from what polku relies on.
+
+Tansu answers ListOffsets("latest") with the start of a partition's last record batch + 1, not
+the partition's end (DESIGN.md). Faust's changelog recovery takes its highwaters from exactly
+that call, so a changelog whose last batch held several records was restored short: on an empty
+disk the last records were silently skipped (lost timers and journey state); with the disk kept,
+the persisted offset lay beyond the "highwater" and the worker crashed with ConsistencyError.
+
+The fix asks the broker the way that is right everywhere: a fetch from the listed offset - 1
+returns the partition's true high watermark in its response. On Apache Kafka this only confirms
+the listed value; it costs one short-lived consumer per recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiokafka
+from aiokafka.structs import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams._settings import Settings
+
+log = logging.getLogger("polku.recovery")
+
+_PROBE_SECONDS = 10.0
+
+
+async def fetch_highwaters(
+    client_config: Mapping[str, Any], listed: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """The high watermark of each partition, from fetch responses: never below `listed`."""
+    result = dict(listed)
+    if not listed:
+        return result
+    probe = aiokafka.AIOKafkaConsumer(
+        **client_config, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    await probe.start()
+    try:
+        probe.assign(list(listed))
+        for tp, offset in listed.items():
+            probe.seek(tp, max(offset - 1, 0))
+        pending = set(listed)
+        deadline = time.monotonic() + _PROBE_SECONDS
+        while pending and time.monotonic() < deadline:
+            await probe.getmany(timeout_ms=200, max_records=1)
+            for tp in list(pending):
+                highwater = probe.highwater(tp)
+                if highwater is not None:
+                    result[tp] = max(result[tp], highwater)
+                    pending.discard(tp)
+        if pending:
+            log.warning("no fetch highwater for %d partitions; using ListOffsets", len(pending))
+    finally:
+        await probe.stop()
+    corrected = {tp: (listed[tp], hw) for tp, hw in result.items() if hw != listed[tp]}
+    if corrected:
+        log.info("recovery highwaters corrected from fetches: %s", corrected)
+    return result
+
+
+def install_fetch_highwaters(settings: Settings) -> None:
+    """Make Faust's recovery use `fetch_highwaters` (idempotent)."""
+    thread_class: Any = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread_class, "_polku_fetch_highwaters", False):
+        return
+    listed_highwaters = thread_class._highwaters
+    client_config = _aiokafka_config(settings)
+
+    async def _highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, int]:
+        listed: Mapping[Any, int] = await listed_highwaters(self, partitions)
+        if self.consumer.in_transaction:
+            return listed  # last stable offsets: not what this fix is about
+        fetched = await fetch_highwaters(
+            client_config, {TopicPartition(tp.topic, tp.partition): o for tp, o in listed.items()}
+        )
+        return {tp: fetched[TopicPartition(tp.topic, tp.partition)] for tp in listed}
+
+    thread_class._highwaters = _highwaters
+    thread_class._polku_fetch_highwaters = True
+
+
+def _aiokafka_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.require_bootstrap().split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        config |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username or "",
+            "sasl_plain_password": password.get_secret_value() if password else "",
+        }
+    return config

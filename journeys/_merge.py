@@ -19,7 +19,8 @@ from schemas import Action
 def merge_states(survivor: CustomerState, absorbed: CustomerState, now: datetime) -> Outcome:
     """`absorbed` joins `survivor`; its pending timers are re-armed under the survivor's id.
 
-    Same journey slot in both: the instance that entered first stays (ties by instance id),
+    Same journey slot in both: the instance whose trigger happened first stays (ties by entry
+    time, then instance id),
     the other ends with reason `merged` and its timer is cancelled. Profiles: the survivor's
     attributes win, tags are united. Consent: a withdrawal on either side wins. Sends counted
     for caps are united without double counting.
@@ -60,8 +61,20 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState, now: datetime
 def _older_first(
     current: InstanceState, incoming: InstanceState
 ) -> tuple[InstanceState, InstanceState]:
-    ordered = sorted([current, incoming], key=lambda i: (i.entered_at, i.instance_id))
+    # by when the triggering event happened, not when a worker got to it: partitions are
+    # processed in no particular order, so processing time would make the winner a matter of luck
+    ordered = sorted(
+        [current, incoming],
+        key=lambda i: (_happened_at(i), i.entered_at, i.instance_id),
+    )
     return ordered[0], ordered[1]
+
+
+def _happened_at(instance: InstanceState) -> datetime:
+    try:
+        return datetime.fromisoformat(str(instance.trigger.get("occurred_at")))
+    except ValueError:
+        return instance.entered_at
 
 
 def _merged_away(instance: InstanceState, now: datetime) -> Transition:

@@ -8,7 +8,8 @@ customer topic keyed by the canonical customer. Everything it keeps is partition
   elsewhere;
 - `known:B -> [X, ...]` on B's partition: identifiers already seen together with B, so a link
   is sent once, not with every event;
-- `links:C -> [X, ...]` on C's partition: every alias of C, so an erasure can unlink them.
+- `links:C -> [X, ...]` on C's partition: every alias of C, so an erasure can unlink them;
+- `erased:C` on C's partition: C was erased; a link to C that arrives later is undone.
 
 When an event shows identifiers together (a login carries the customer id and the cookie; a
 store purchase the loyalty card and the customer id), each other identifier X is linked to the
@@ -22,12 +23,14 @@ were forwarded before the link are processed before the hand-over.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from faust.types import Message
 
 from schemas import CustomerErased, InvalidEventError, Touchpoint, decode_touchpoint
+from streams._metrics import WorkerMetrics
 
 log = logging.getLogger("polku.identity")
 
@@ -63,12 +66,21 @@ class IdentityProcessor:
         raw_topic: Any,
         customer_topic: Any,
         aliases: Any,
-        dead_letter: Any,
+        dead_letter: Callable[[Message, str, str], Awaitable[None]],
+        metrics: WorkerMetrics,
     ) -> None:
         self._raw = raw_topic
         self._customers = customer_topic
         self._aliases = aliases
         self._dead_letter = dead_letter
+        self._metrics = metrics
+
+    async def process(self, stream: Any) -> None:
+        async for event in stream.events():
+            await self.handle(event.message)
+            self._metrics.processed(
+                event.message.topic, event.message.partition, event.message.offset
+            )
 
     async def handle(self, message: Message) -> None:
         control = control_of(message)
@@ -84,6 +96,7 @@ class IdentityProcessor:
         best = event.customer.key.encode()
         if message.key != best:
             # resolve on the partition of the event's strongest identifier
+            self._metrics.rekeyed.inc()
             await self._send(self._raw, best, raw)
             return
         canonical = self.canonical(best)
@@ -109,8 +122,7 @@ class IdentityProcessor:
         if kind == LINK:
             await self._link(key, value)
         elif kind == REMEMBER_ALIAS:
-            aliases = set(self._list(b"links:" + key)) | {value.decode()}
-            self._aliases[b"links:" + key] = orjson.dumps(sorted(aliases))
+            await self._remember(key, value)
         elif kind == FORGET:
             await self._forget(key)
         elif kind == UNLINK:
@@ -138,13 +150,23 @@ class IdentityProcessor:
         await self._send(self._customers, previous, canonical, control_headers(MERGE_INTO))
         log.info("identity linked; profile handed over to the canonical customer")
 
+    async def _remember(self, canonical: bytes, alias: bytes) -> None:
+        if b"erased:" + canonical in self._aliases:
+            # the link was on its way when the customer was erased: undo it at once
+            await self._send(self._raw, alias, b"", control_headers(UNLINK))
+            return
+        aliases = set(self._list(b"links:" + canonical)) | {alias.decode()}
+        self._aliases[b"links:" + canonical] = orjson.dumps(sorted(aliases))
+
     async def _forget(self, canonical: bytes) -> None:
-        """Erasure: every alias of the customer is unlinked where it lives."""
+        """Erasure: every alias of the customer is unlinked where it lives. Only the fact of the
+        erasure stays, so that links still in flight are undone when they arrive."""
         for alias in self._list(b"links:" + canonical):
             await self._send(self._raw, alias.encode(), b"", control_headers(UNLINK))
         for table_key in (b"links:" + canonical, b"known:" + canonical, b"alias:" + canonical):
             if table_key in self._aliases:
                 del self._aliases[table_key]
+        self._aliases[b"erased:" + canonical] = b"1"
 
     def _list(self, key: bytes) -> list[str]:
         stored = self._aliases.get(key)

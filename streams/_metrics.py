@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -336,7 +336,7 @@ class WorkerMetrics:
     async def sample_forever(
         self,
         consumer: Any,
-        topic: str,
+        topics: Sequence[str],
         next_due: Callable[[], datetime | None],
         clock: Callable[[], datetime],
     ) -> None:
@@ -345,7 +345,8 @@ class WorkerMetrics:
             await asyncio.sleep(LAG_SAMPLE_SECONDS)
             self.sample_overdue(next_due(), clock())
             try:
-                await self.sample_lag(consumer, topic)
+                for topic in topics:
+                    await self.sample_lag(consumer, topic)
             except Exception as exc:  # a metrics glitch must never stop the worker
                 self._sample_failed(repr(exc))
             else:

@@ -41,7 +41,12 @@ class Settings(BaseSettings):
 
     partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
     replication_factor: Annotated[int, Field(ge=1)] = 1
-    touchpoints_topic: str = "polku.touchpoints"
+    touchpoints_topic: Annotated[
+        str, Field(description="channels produce here, keyed by any identifier")
+    ] = "polku.touchpoints"
+    customer_topic: Annotated[
+        str, Field(description="the identity agent's output, keyed by the canonical customer")
+    ] = "polku.touchpoints.by-customer"
     dead_letter_topic: str = "polku.deadletter"
     suppressed_topic: str = "polku.suppressed"
     actions_topic_prefix: str = "actions."

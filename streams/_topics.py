@@ -17,6 +17,7 @@ _ADMIN_TIMEOUT_SECONDS = 15.0
 def polku_topics(settings: Settings) -> list[str]:
     return [
         settings.touchpoints_topic,
+        settings.customer_topic,
         settings.dead_letter_topic,
         settings.suppressed_topic,
         *settings.action_topics.values(),
@@ -44,14 +45,16 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> No
 
 
 def _check_partitions(settings: Settings, admin: AdminClient, topics: list[str]) -> None:
-    # the journey state is co-partitioned with the touchpoints topic: a count other than the
+    # the tables are co-partitioned with the touchpoint topics: a count other than the
     # configured one would route a customer's events away from that customer's state
-    if settings.touchpoints_topic not in topics:
+    keyed = [t for t in (settings.touchpoints_topic, settings.customer_topic) if t in topics]
+    if not keyed:
         return
     metadata = admin.list_topics(timeout=_ADMIN_TIMEOUT_SECONDS).topics
-    found = len(metadata[settings.touchpoints_topic].partitions)
-    if found != settings.partitions:
-        raise BrokerError(
-            f"topic {settings.touchpoints_topic!r} has {found} partitions but POLKU_PARTITIONS "
-            f"is {settings.partitions}; they must match"
-        )
+    for topic in keyed:
+        found = len(metadata[topic].partitions)
+        if found != settings.partitions:
+            raise BrokerError(
+                f"topic {topic!r} has {found} partitions but POLKU_PARTITIONS is "
+                f"{settings.partitions}; they must match"
+            )

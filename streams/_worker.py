@@ -19,10 +19,17 @@ from typing import Any
 import faust
 from faust.types import Message
 
-from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer
-from schemas import Action, InvalidEventError, Touchpoint, decode_touchpoint, encode
+from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer, merge_states
+from schemas import InvalidEventError, decode_touchpoint, encode
 from streams._errors import ConfigError
 from streams._faust_fixes import install_fetch_highwaters
+from streams._identity import (
+    ABSORB,
+    MERGE_INTO,
+    IdentityProcessor,
+    control_headers,
+    control_of,
+)
 from streams._metrics import WorkerMetrics
 from streams._settings import Settings
 from streams._timers import DueTimeIndex
@@ -46,8 +53,9 @@ class JourneyProcessor:
         engine: Engine,
         metrics: WorkerMetrics,
         *,
-        touchpoints: Any,
+        customer_topic: Any,
         dead_letter: Any,
+        suppressed: Any,
         action_topics: dict[str, Any],
         states: Any,
         timers: Any,
@@ -56,8 +64,9 @@ class JourneyProcessor:
         self._settings = settings
         self._engine = engine
         self._metrics = metrics
-        self._touchpoints = touchpoints
+        self._customer_topic = customer_topic
         self._dead_letter = dead_letter
+        self._suppressed = suppressed
         self._action_topics = action_topics
         self._states = states
         self._timers = timers
@@ -73,28 +82,58 @@ class JourneyProcessor:
             )
 
     async def handle(self, message: Message) -> None:
-        raw: bytes = message.value or b""
+        """One record of the customer topic: keyed by the canonical customer (identity agent)."""
+        control = control_of(message)
+        if control is not None:
+            await self._on_control(control, message.key or b"", message.value or b"")
+            return
         try:
-            event = decode_touchpoint(raw)
+            event = decode_touchpoint(message.value or b"")
         except InvalidEventError as exc:
-            await self._send_to_dead_letter(message, "invalid_event", exc.reason)
+            await self.send_to_dead_letter(message, "invalid_event", exc.reason)
             return
-        customer_key = event.customer.key.encode()
-        if message.key != customer_key:
-            await self._rekey(customer_key, raw)
-            return
+        customer_key = message.key or event.customer.key.encode()
         started = time.perf_counter()
         try:
             before = self._load_state(customer_key)
             outcome = self._engine.advance(before, event, self._clock())
         except JourneyRuntimeError as exc:
-            await self._send_to_dead_letter(message, "journey_error", str(exc))
+            await self.send_to_dead_letter(message, "journey_error", str(exc))
             return
-        await self._emit(outcome.actions)
-        self._save(customer_key, event, outcome)
+        await self._emit(outcome)
+        fired = event.payload.timer_id if event.type == "timer.fired" else None
+        self._save(customer_key, outcome, fired)
         self._metrics.record_event(
             event, message.timestamp, before, outcome, time.perf_counter() - started
         )
+
+    async def _on_control(self, kind: str, key: bytes, value: bytes) -> None:
+        if kind == MERGE_INTO:
+            await self._hand_over(key, survivor=value)
+        elif kind == ABSORB:
+            absorbed = CustomerState.model_validate_json(value)
+            self._save(key, merge_states(self._load_state(key), absorbed, self._clock()))
+        else:
+            log.warning("unknown control record %r on the customer topic ignored", kind)
+
+    async def _hand_over(self, key: bytes, survivor: bytes) -> None:
+        """Identity found that this profile is `survivor`: send it all there, keep nothing."""
+        state = self._load_state(key)
+        if state == CustomerState(customer_id=state.customer_id):
+            return
+        timers = [i.timer_id for i in state.instances.values() if i.timer_id]
+        # dropped here, re-armed under the survivor by merge_states
+        self._save(
+            key,
+            Outcome(
+                state=CustomerState(customer_id=state.customer_id),
+                cancelled_timers=(*timers, *state.contact.deferred),
+            ),
+        )
+        delivered = await self._customer_topic.send(
+            key=survivor, value=encode(state), headers=control_headers(ABSORB), force=True
+        )
+        await delivered
 
     def _load_state(self, customer_key: bytes) -> CustomerState:
         stored = self._states.get(customer_key)
@@ -102,26 +141,32 @@ class JourneyProcessor:
             return CustomerState(customer_id=customer_key.decode())
         return CustomerState.model_validate_json(stored)
 
-    async def _emit(self, actions: tuple[Action, ...]) -> None:
-        """Produce every action of one event and wait until the broker has acked them all."""
+    async def _emit(self, outcome: Outcome) -> None:
+        """Produce an event's actions and suppression records; wait until all are acked."""
         pending = []
-        for action in actions:
+        for action in outcome.actions:
             topic = self._action_topics[action.channel.value]
             pending.append(
                 await topic.send(key=action.customer_id.encode(), value=encode(action), force=True)
             )
+        for record in outcome.suppressed:
+            pending.append(
+                await self._suppressed.send(
+                    key=record.customer_id.encode(), value=encode(record), force=True
+                )
+            )
         await asyncio.gather(*pending)
 
-    def _save(self, customer_key: bytes, event: Touchpoint, outcome: Outcome) -> None:
+    def _save(self, customer_key: bytes, outcome: Outcome, fired: str | None = None) -> None:
         state = outcome.state
-        if state.instances or state.finished:
+        if state != CustomerState(customer_id=state.customer_id):
             self._states[customer_key] = encode(state)
+        elif customer_key in self._states:
+            del self._states[customer_key]  # a tombstone in the changelog
         for timer in outcome.timers:
             self._timers[timer.timer_id.encode()] = encode(timer)
             self.index.add(timer)
-        done = list(outcome.cancelled_timers)
-        if event.type == "timer.fired":
-            done.append(event.payload.timer_id)
+        done = [*outcome.cancelled_timers, *([fired] if fired else [])]
         for timer_id in done:
             key = timer_id.encode()
             if key in self._timers:
@@ -129,12 +174,7 @@ class JourneyProcessor:
             self.index.discard(timer_id)
         self._metrics.timers_pending.set(len(self.index))
 
-    async def _rekey(self, customer_key: bytes, raw: bytes) -> None:
-        # a customer's events must share a partition with that customer's state
-        self._metrics.rekeyed.inc()
-        await (await self._touchpoints.send(key=customer_key, value=raw, force=True))
-
-    async def _send_to_dead_letter(self, message: Message, kind: str, reason: str) -> None:
+    async def send_to_dead_letter(self, message: Message, kind: str, reason: str) -> None:
         log.warning(
             "dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
         )
@@ -192,7 +232,7 @@ class JourneyProcessor:
         pending = []
         for timer in due:
             pending.append(
-                await self._touchpoints.send(
+                await self._customer_topic.send(
                     key=timer.customer_id.encode(), value=encode(timer.fired_event(now)), force=True
                 )
             )
@@ -230,14 +270,17 @@ def build_app(
         web_bind="127.0.0.1",
         autodiscover=False,
     )
+    # both topics have the same partition count: the tables below are co-partitioned with them
     touchpoints = _raw_topic(app, settings.touchpoints_topic, settings.partitions)
+    customers = _raw_topic(app, settings.customer_topic, settings.partitions)
     timers = _bytes_table(app, "timers", settings.partitions)
     processor = JourneyProcessor(
         settings,
         engine,
         metrics,
-        touchpoints=touchpoints,
+        customer_topic=customers,
         dead_letter=_raw_topic(app, settings.dead_letter_topic),
+        suppressed=_raw_topic(app, settings.suppressed_topic),
         action_topics={
             channel.value: _raw_topic(app, name) for channel, name in settings.action_topics.items()
         },
@@ -245,8 +288,16 @@ def build_app(
         timers=timers,
         clock=clock,
     )
+    identity = IdentityProcessor(
+        raw_topic=touchpoints,
+        customer_topic=customers,
+        aliases=_bytes_table(app, "aliases", settings.partitions),
+        dead_letter=processor.send_to_dead_letter,
+        metrics=metrics,
+    )
     # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
-    app.agent(touchpoints, name="journeys", concurrency=1)(processor.process)
+    app.agent(touchpoints, name="identity", concurrency=1)(identity.process)
+    app.agent(customers, name="journeys", concurrency=1)(processor.process)
 
     async def after_recovery() -> None:
         try:
@@ -260,8 +311,8 @@ def build_app(
     app.task(processor.fire_due_timers_forever)
 
     async def sample_metrics() -> None:
-        topic = settings.touchpoints_topic
-        await metrics.sample_forever(app.consumer, topic, processor.index.next_due, clock)
+        topics = [settings.touchpoints_topic, settings.customer_topic]
+        await metrics.sample_forever(app.consumer, topics, processor.index.next_due, clock)
 
     app.task(sample_metrics)
     return app, processor

@@ -19,6 +19,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.kafka.yml"
 # topic -> final partition count (the default of the env var that kafka-init passes for it).
 EXPECTED_TOPICS = {
     "polku.touchpoints": 12,
+    "polku.touchpoints.by-customer": 12,
     "polku.deadletter": 3,
     "polku.suppressed": 3,
     "actions.email": 6,

@@ -39,6 +39,7 @@ test: lint tools
 
 schemas: setup
 	$(BIN)/python -m schemas
+	$(BIN)/python -m streams._collector_openapi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

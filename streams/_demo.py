@@ -162,6 +162,7 @@ def _demo_settings(base: Settings, bootstrap: str, workdir: Path) -> Settings:
             "contact_policy_file": DEMO_POLICY,
             "touchpoints_topic": f"{run}.touchpoints",
             "customer_topic": f"{run}.touchpoints.by-customer",
+            "identity_topic": f"{run}.identity",
             "dead_letter_topic": f"{run}.deadletter",
             "suppressed_topic": f"{run}.suppressed",
             "actions_topic_prefix": f"{run}.actions.",

@@ -13,11 +13,12 @@ customer topic keyed by the canonical customer. Everything it keeps is partition
 
 When an event shows identifiers together (a login carries the customer id and the cookie; a
 store purchase the loyalty card and the customer id), each other identifier X is linked to the
-canonical customer C by a control record keyed X. On X's partition the alias is written and a
-`merge-into` control record asks the journey agent to hand the profile kept under X until now
-(if any) over to C. An identifier that already belongs to another customer stays there: the
-first link wins. Per-partition order makes this safe: events for X that
-were forwarded before the link are processed before the hand-over.
+canonical customer C by a control record keyed X on the agent's own `polku.identity` topic
+(co-partitioned with the touchpoints; channels' consumers of the touchpoints never see it).
+On X's partition the alias is written and a `merge-into` control record asks the journey agent
+to hand the profile kept under X until now (if any) over to C. An identifier that already
+belongs to another customer stays there: the first link wins. Per-partition order makes this
+safe: events for X that were forwarded before the link are processed before the hand-over.
 """
 
 from __future__ import annotations
@@ -64,12 +65,14 @@ class IdentityProcessor:
         self,
         *,
         raw_topic: Any,
+        identity_topic: Any,
         customer_topic: Any,
         aliases: Any,
         dead_letter: Callable[[Message, str, str], Awaitable[None]],
         metrics: WorkerMetrics,
     ) -> None:
         self._raw = raw_topic
+        self._links = identity_topic
         self._customers = customer_topic
         self._aliases = aliases
         self._dead_letter = dead_letter
@@ -102,7 +105,7 @@ class IdentityProcessor:
         canonical = self.canonical(best)
         await self._link_others(best, canonical, event)
         if isinstance(event, CustomerErased):
-            await self._send(self._raw, canonical, b"", control_headers(FORGET))
+            await self._send(self._links, canonical, b"", control_headers(FORGET))
         await self._send(self._customers, canonical, raw)
 
     def canonical(self, identifier: bytes) -> bytes:
@@ -115,7 +118,7 @@ class IdentityProcessor:
         if not fresh or isinstance(event, CustomerErased):
             return
         for identifier in fresh:
-            await self._send(self._raw, identifier, canonical, control_headers(LINK))
+            await self._send(self._links, identifier, canonical, control_headers(LINK))
         self._aliases[b"known:" + best] = orjson.dumps(sorted(known | {f.decode() for f in fresh}))
 
     async def _on_control(self, kind: str, key: bytes, value: bytes) -> None:
@@ -145,7 +148,7 @@ class IdentityProcessor:
             log.warning("identity conflict: an identifier already belongs to another customer")
             return
         self._aliases[b"alias:" + identifier] = canonical
-        await self._send(self._raw, canonical, identifier, control_headers(REMEMBER_ALIAS))
+        await self._send(self._links, canonical, identifier, control_headers(REMEMBER_ALIAS))
         # the profile events for this identifier were kept under until now joins the canonical
         await self._send(self._customers, previous, canonical, control_headers(MERGE_INTO))
         log.info("identity linked; profile handed over to the canonical customer")
@@ -153,7 +156,7 @@ class IdentityProcessor:
     async def _remember(self, canonical: bytes, alias: bytes) -> None:
         if b"erased:" + canonical in self._aliases:
             # the link was on its way when the customer was erased: undo it at once
-            await self._send(self._raw, alias, b"", control_headers(UNLINK))
+            await self._send(self._links, alias, b"", control_headers(UNLINK))
             return
         aliases = set(self._list(b"links:" + canonical)) | {alias.decode()}
         self._aliases[b"links:" + canonical] = orjson.dumps(sorted(aliases))
@@ -162,7 +165,7 @@ class IdentityProcessor:
         """Erasure: every alias of the customer is unlinked where it lives. Only the fact of the
         erasure stays, so that links still in flight are undone when they arrive."""
         for alias in self._list(b"links:" + canonical):
-            await self._send(self._raw, alias.encode(), b"", control_headers(UNLINK))
+            await self._send(self._links, alias.encode(), b"", control_headers(UNLINK))
         for table_key in (b"links:" + canonical, b"known:" + canonical, b"alias:" + canonical):
             if table_key in self._aliases:
                 del self._aliases[table_key]

@@ -345,8 +345,7 @@ class WorkerMetrics:
             await asyncio.sleep(LAG_SAMPLE_SECONDS)
             self.sample_overdue(next_due(), clock())
             try:
-                for topic in topics:
-                    await self.sample_lag(consumer, topic)
+                await self.sample_lag(consumer, topics)
             except Exception as exc:  # a metrics glitch must never stop the worker
                 self._sample_failed(repr(exc))
             else:
@@ -362,14 +361,16 @@ class WorkerMetrics:
         overdue = (now - next_due).total_seconds() if next_due is not None else 0.0
         self.timers_overdue.set(max(0.0, overdue))
 
-    async def sample_lag(self, consumer: Any, topic: str) -> None:
-        """Lag per assigned partition of `topic`, from the fetch highwater, never ListOffsets.
+    async def sample_lag(self, consumer: Any, topics: Sequence[str]) -> None:
+        """Lag per assigned partition of `topics`, from the fetch highwater, never ListOffsets.
 
         ListOffsets "latest" is wrong on some brokers (Tansu, see DESIGN.md), the highwater
         that every fetch response carries is right. Before the agent has processed a record of
         a partition, the consumer's fetch position stands in for the next offset to process.
         """
-        assigned = {(tp.topic, tp.partition): tp for tp in _assignment(consumer, topic)}
+        assigned = {
+            (tp.topic, tp.partition): tp for topic in topics for tp in _assignment(consumer, topic)
+        }
         for key, tp in assigned.items():
             highwater = _highwater(consumer, tp)
             if highwater is None:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     customer_topic: Annotated[
         str, Field(description="the identity agent's output, keyed by the canonical customer")
     ] = "polku.touchpoints.by-customer"
+    identity_topic: Annotated[
+        str, Field(description="the identity agent's own link records, keyed by identifier")
+    ] = "polku.identity"
     dead_letter_topic: str = "polku.deadletter"
     suppressed_topic: str = "polku.suppressed"
     actions_topic_prefix: str = "actions."

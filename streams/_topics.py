@@ -18,6 +18,7 @@ def polku_topics(settings: Settings) -> list[str]:
     return [
         settings.touchpoints_topic,
         settings.customer_topic,
+        settings.identity_topic,
         settings.dead_letter_topic,
         settings.suppressed_topic,
         *settings.action_topics.values(),
@@ -47,7 +48,8 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> No
 def _check_partitions(settings: Settings, admin: AdminClient, topics: list[str]) -> None:
     # the tables are co-partitioned with the touchpoint topics: a count other than the
     # configured one would route a customer's events away from that customer's state
-    keyed = [t for t in (settings.touchpoints_topic, settings.customer_topic) if t in topics]
+    co_partitioned = (settings.touchpoints_topic, settings.customer_topic, settings.identity_topic)
+    keyed = [t for t in co_partitioned if t in topics]
     if not keyed:
         return
     metadata = admin.list_topics(timeout=_ADMIN_TIMEOUT_SECONDS).topics

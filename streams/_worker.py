@@ -273,6 +273,7 @@ def build_app(
     # both topics have the same partition count: the tables below are co-partitioned with them
     touchpoints = _raw_topic(app, settings.touchpoints_topic, settings.partitions)
     customers = _raw_topic(app, settings.customer_topic, settings.partitions)
+    links = _raw_topic(app, settings.identity_topic, settings.partitions)
     timers = _bytes_table(app, "timers", settings.partitions)
     processor = JourneyProcessor(
         settings,
@@ -290,13 +291,21 @@ def build_app(
     )
     identity = IdentityProcessor(
         raw_topic=touchpoints,
+        identity_topic=links,
         customer_topic=customers,
         aliases=_bytes_table(app, "aliases", settings.partitions),
         dead_letter=processor.send_to_dead_letter,
         metrics=metrics,
     )
     # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
-    app.agent(touchpoints, name="identity", concurrency=1)(identity.process)
+    # channels' touchpoints and the agent's own link records: one stream, co-partitioned
+    identity_input = app.topic(
+        settings.touchpoints_topic,
+        settings.identity_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.agent(identity_input, name="identity", concurrency=1)(identity.process)
     app.agent(customers, name="journeys", concurrency=1)(processor.process)
 
     async def after_recovery() -> None:
@@ -311,7 +320,7 @@ def build_app(
     app.task(processor.fire_due_timers_forever)
 
     async def sample_metrics() -> None:
-        topics = [settings.touchpoints_topic, settings.customer_topic]
+        topics = [settings.touchpoints_topic, settings.identity_topic, settings.customer_topic]
         await metrics.sample_forever(app.consumer, topics, processor.index.next_due, clock)
 
     app.task(sample_metrics)

@@ -20,6 +20,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.kafka.yml"
 EXPECTED_TOPICS = {
     "polku.touchpoints": 12,
     "polku.touchpoints.by-customer": 12,
+    "polku.identity": 12,
     "polku.deadletter": 3,
     "polku.suppressed": 3,
     "actions.email": 6,

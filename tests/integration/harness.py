@@ -35,6 +35,7 @@ def isolated_settings(
         "journeys_dir": journeys_dir,
         "touchpoints_topic": f"{run}.touchpoints",
         "customer_topic": f"{run}.touchpoints.by-customer",
+        "identity_topic": f"{run}.identity",
         "dead_letter_topic": f"{run}.deadletter",
         "suppressed_topic": f"{run}.suppressed",
         # journeys alone decide unless a test sets a policy: see tests/journeys/test_policy.py

@@ -344,11 +344,11 @@ def scenario_done(metrics: Samples) -> bool:
     return entered == 2.0 and dead == 1.0
 
 
-def partitions_of(metrics: Samples, name: str) -> dict[int, float]:
+def partitions_of(metrics: Samples, name: str, topic: str) -> dict[int, float]:
     return {
         int(dict(labels)["partition"]): sample
         for (sample_name, labels), sample in metrics.items()
-        if sample_name == name
+        if sample_name == name and dict(labels).get("topic") == topic
     }
 
 
@@ -442,16 +442,19 @@ def finished(worker: WorkerProcess) -> Samples | None:
 
 def check_lag_against_the_topic(settings: Settings, worker: WorkerProcess) -> None:
     """The worker's highwater is the topic's real end, and it has processed up to it."""
-    # the scenario's records and its two fired timers; nothing more is produced now
-    ends = topic_ends(settings, at_least=SCENARIO_RECORDS + 2)
+    # the scenario's records (fired timers go to the customer topic); nothing more is produced
+    ends = topic_ends(settings, at_least=SCENARIO_RECORDS)
 
     wanted = {partition: float(ends.get(partition, 0)) for partition in range(settings.partitions)}
 
     def caught_up() -> Samples | None:
         metrics = samples(worker.metrics())
-        highwaters = partitions_of(metrics, "polku_consumer_highwater")
-        lags = partitions_of(metrics, "polku_consumer_lag")
+        topic = settings.touchpoints_topic
+        highwaters = partitions_of(metrics, "polku_consumer_highwater", topic)
+        lags = partitions_of(metrics, "polku_consumer_lag", topic)
+        behind = partitions_of(metrics, "polku_consumer_lag", settings.customer_topic)
         done = highwaters == wanted and lags == dict.fromkeys(wanted, 0.0)
+        done = done and behind == dict.fromkeys(wanted, 0.0)
         return metrics if done else None
 
     eventually(caught_up, f"highwaters {wanted} and no lag")

@@ -23,6 +23,7 @@ from schemas import (
     OrderPlaced,
     OrderPlacedPayload,
     SourceChannel,
+    Suppression,
     Touchpoint,
     decode_action,
 )
@@ -231,3 +232,32 @@ def _header(message: Message, name: str) -> bytes:
     value = dict(message.headers() or [])[name]
     assert isinstance(value, bytes)
     return value
+
+
+def test_the_strict_policy_suppresses_an_unconsented_send_and_records_why(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # no policy file: the production defaults, where marketing needs an opt-in
+    settings = isolated_settings(kafka_bootstrap, tmp_path / "data", contact_policy_file=None)
+    suppressed = TopicReader(kafka_bootstrap, [settings.suppressed_topic])
+    email = TopicReader(kafka_bootstrap, [settings.action_topic("email")])
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        produce(settings, cart_abandoned("cust-no-consent", "ev-no-consent-1"))
+        [record] = suppressed.wait_for(lambda ms: len(ms) >= 1, ACTION_TIMEOUT, "a suppression")
+        email.poll(1.0)
+    except BaseException:
+        print(worker.log_tail())
+        raise
+    finally:
+        suppressed.close()
+        email.close()
+        worker.stop()
+    found = Suppression.model_validate_json(record.value() or b"")
+    assert (found.customer_id, found.journey, found.step_id, found.reason) == (
+        "cust-no-consent",
+        "cart_fast",
+        "email_reminder",
+        "no_consent",
+    )
+    assert actions_for(email.messages, "cust-no-consent") == []

@@ -28,7 +28,8 @@ from streams._errors import ConfigError
 from streams._settings import Settings
 
 
-def _journeys(settings: Settings, directory: str | None = None) -> list[Journey]:
+def configured_journeys(settings: Settings, directory: str | None = None) -> list[Journey]:
+    """`directory` if given, else POLKU_JOURNEYS_DIR, else the built-in library."""
     if directory:
         return load_journeys(Path(directory))
     if settings.journeys_dir is not None:
@@ -45,7 +46,9 @@ def _named(journeys: list[Journey], name: str, version: int | None) -> Journey:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    for journey in sorted(_journeys(settings, args.dir), key=lambda j: (j.name, j.version)):
+    for journey in sorted(
+        configured_journeys(settings, args.dir), key=lambda j: (j.name, j.version)
+    ):
         d = journey.definition
         print(
             f"{journey.name:<20} v{journey.version:<3} {d.trigger.event:<22} {d.owner:<14} "
@@ -68,7 +71,7 @@ def cmd_validate(_: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
-    journey = _named(_journeys(settings, args.dir), args.name, args.version)
+    journey = _named(configured_journeys(settings, args.dir), args.name, args.version)
     document = journey.definition.model_dump(mode="json", by_alias=True, exclude_none=True)
     print(f"# {journey.source}")
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
@@ -76,7 +79,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_graph(settings: Settings, args: argparse.Namespace) -> int:
-    journey = _named(_journeys(settings, args.dir), args.name, args.version)
+    journey = _named(configured_journeys(settings, args.dir), args.name, args.version)
     if args.format == "mermaid":
         text = to_mermaid(journey)
         if args.output:
@@ -119,7 +122,7 @@ def _read_states(path: Path) -> dict[str, CustomerState]:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    journeys = _journeys(settings, args.dir)
+    journeys = configured_journeys(settings, args.dir)
     if args.journey:
         journeys = [j for j in journeys if j.name in set(args.journey)]
         if not journeys:

@@ -9,19 +9,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from journeys import Engine, Journey, library_journeys, load_journeys
+from journeys import Engine
 from schemas import PolkuError
 from streams._cli_channels import register as register_channel_commands
-from streams._cli_journeys import cmd_validate
+from streams._cli_journeys import cmd_validate, configured_journeys
 from streams._cli_journeys import register as register_journey_commands
 from streams._cli_stats import register as register_stats_command
 from streams._settings import Settings
-
-
-def _journeys(settings: Settings) -> list[Journey]:
-    if settings.journeys_dir is None:
-        return library_journeys()
-    return load_journeys(settings.journeys_dir)
 
 
 def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
@@ -34,7 +28,7 @@ def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
     from streams._worker import build_app
 
     engine = Engine(
-        _journeys(settings),
+        configured_journeys(settings),
         default_timezone=settings.default_timezone,
         policy=load_policy(settings.contact_policy_file),
     )

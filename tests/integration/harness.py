@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -50,19 +51,20 @@ def isolated_settings(
 
 
 @dataclass
-class WorkerProcess:
-    """`polku worker` in its own process, as in production."""
+class PolkuProcess:
+    """A `polku ...` subcommand in its own process, as in production."""
 
     settings: Settings
+    args: list[str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         env = {key: value for key, value in os.environ.items() if not key.startswith("POLKU_")}
         env |= self.settings.to_env()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "streams.cli", *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -83,21 +85,32 @@ class WorkerProcess:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
         return process.returncode
 
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
             return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- polku {' '.join(self.args)} ---\n" + "\n".join(text)
+
+
+class WorkerProcess(PolkuProcess):
+    """`polku worker`, with its metrics at hand."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        super().__init__(settings, ["worker"], log_path)
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
 
 
 class TopicReader:

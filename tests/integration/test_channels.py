@@ -5,17 +5,12 @@ test. Timeouts here are failure guards only, never assertions about speed."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +36,7 @@ from streams import Settings, TouchpointProducer, build_collector_app, free_port
 from streams.senders import SenderLoop, SenderMetrics, WebhookSender
 from tests.integration.harness import (
     FAST_JOURNEYS,
-    REPO_ROOT,
+    PolkuProcess,
     TopicReader,
     WorkerProcess,
     isolated_settings,
@@ -78,59 +73,8 @@ def own_metrics_port(settings: Settings) -> Settings:
     return settings.model_copy(update={"metrics_port": free_port()})
 
 
-@dataclass
-class PolkuProcess:
-    """A `polku ...` subcommand in its own process, as in production."""
-
-    settings: Settings
-    args: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-
-    def start(self) -> PolkuProcess:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("POLKU_")}
-        env |= self.settings.to_env()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *self.args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: nothing is flushed or committed."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        return process.returncode
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"--- {' '.join(self.args)} ---\n" + "\n".join(text)
-
-
 @contextmanager
-def processes(*running: PolkuProcess | WorkerProcess) -> Iterator[None]:
+def processes(*running: PolkuProcess) -> Iterator[None]:
     """Stop them all whatever happens; print their logs when the test fails."""
     try:
         yield

@@ -17,7 +17,14 @@ from journeys._loader import Journey
 from journeys._policy import ContactPolicy, ContactState, PendingSend, decide, remember_send
 from journeys._predicates import evaluate, resolve
 from journeys._run import Run, seen_key
-from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
+from journeys._state import (
+    CustomerState,
+    InstanceState,
+    SentAction,
+    Timer,
+    Transition,
+    deferral_timer,
+)
 from schemas import (
     Action,
     ConsentChanged,
@@ -365,15 +372,7 @@ def _send(run: Run, policy: ContactPolicy, action: Action) -> None:
 
 def _defer(run: Run, pending: PendingSend, until: datetime, reason: str) -> None:
     action = pending.action.model_copy(update={"not_before": until})
-    timer = Timer(
-        timer_id=stable_id("deferred", action.action_id, until.isoformat()),
-        customer_id=action.customer_id,
-        journey=action.journey,
-        journey_version=action.journey_version,
-        instance_id=action.instance_id,
-        step_id=action.step_id,
-        due_at=until,
-    )
+    timer = deferral_timer(stable_id("deferred", action.action_id, until.isoformat()), action)
     run.state.contact.deferred[timer.timer_id] = pending.model_copy(update={"action": action})
     run.timers.append(timer)
     run.record_for("deferred", action, reason=reason, due_at=until)

@@ -12,8 +12,14 @@ from pydantic import JsonValue
 
 from journeys._engine import Outcome
 from journeys._policy import ContactState
-from journeys._state import CustomerState, InstanceState, Timer, Transition
-from schemas import Action
+from journeys._state import (
+    CustomerState,
+    InstanceState,
+    Timer,
+    Transition,
+    deferral_timer,
+    parked_timer,
+)
 
 
 def merge_states(survivor: CustomerState, absorbed: CustomerState, now: datetime) -> Outcome:
@@ -40,8 +46,9 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState, now: datetime
             transitions.append(_merged_away(drop, now))
             if drop.timer_id:
                 cancelled.append(drop.timer_id)
-        if keep is incoming and incoming.timer_id and incoming.wake_at:
-            rearm.append(_timer(merged.customer_id, incoming))
+        timer = parked_timer(merged.customer_id, incoming) if keep is incoming else None
+        if timer is not None:
+            rearm.append(timer)
     merged.profile = _merge_profile(merged.profile, absorbed.profile)
     merged.contact = _merge_contact(merged.contact, absorbed.contact, merged.customer_id, rearm)
     for name, count in absorbed.entries.items():
@@ -89,20 +96,6 @@ def _merged_away(instance: InstanceState, now: datetime) -> Transition:
     )
 
 
-def _timer(customer_id: str, instance: InstanceState) -> Timer:
-    assert instance.timer_id is not None
-    assert instance.wake_at is not None
-    return Timer(
-        timer_id=instance.timer_id,
-        customer_id=customer_id,
-        journey=instance.journey,
-        journey_version=instance.version,
-        instance_id=instance.instance_id,
-        step_id=instance.step_id,
-        due_at=instance.wake_at,
-    )
-
-
 def _merge_profile(
     mine: dict[str, JsonValue], theirs: dict[str, JsonValue]
 ) -> dict[str, JsonValue]:
@@ -135,17 +128,5 @@ def _merge_contact(
     for timer_id, pending in sorted(theirs.deferred.items()):
         action = pending.action.model_copy(update={"customer_id": customer_id})
         deferred[timer_id] = pending.model_copy(update={"action": action})
-        rearm.append(_deferred_timer(timer_id, action))
+        rearm.append(deferral_timer(timer_id, action))
     return ContactState(consent=consent, recent=recent, deferred=deferred)
-
-
-def _deferred_timer(timer_id: str, action: Action) -> Timer:
-    return Timer(
-        timer_id=timer_id,
-        customer_id=action.customer_id,
-        journey=action.journey,
-        journey_version=action.journey_version,
-        instance_id=action.instance_id,
-        step_id=action.step_id,
-        due_at=action.not_before,
-    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from journeys._engine import Engine, Outcome
-from journeys._state import CustomerState, Timer, Transition
+from journeys._state import CustomerState, Timer, Transition, parked_timer
 from schemas import Action, TimerFired, Touchpoint
 
 _MAX_TIMER_FIRINGS = 1_000_000
@@ -87,18 +87,9 @@ class _Simulation:
         """Re-arm the timers that recorded states are waiting on."""
         for customer, state in sorted(self.result.states.items()):
             for instance in state.instances.values():
-                if instance.timer_id and instance.wake_at:
-                    self._arm(
-                        Timer(
-                            timer_id=instance.timer_id,
-                            customer_id=customer,
-                            journey=instance.journey,
-                            journey_version=instance.version,
-                            instance_id=instance.instance_id,
-                            step_id=instance.step_id,
-                            due_at=instance.wake_at,
-                        )
-                    )
+                timer = parked_timer(customer, instance)
+                if timer is not None:
+                    self._arm(timer)
 
     def _arm(self, timer: Timer) -> None:
         self._sequence += 1

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from journeys._policy import ContactState
-from schemas import CustomerRef, SourceChannel, TimerFired, TimerPayload
+from schemas import Action, CustomerRef, SourceChannel, TimerFired, TimerPayload
 
 
 class SentAction(BaseModel):
@@ -129,3 +129,31 @@ class Transition(BaseModel):
     variants: dict[str, str] = Field(default_factory=dict)
     action: SentAction | None = None
     due_at: AwareDatetime | None = None
+
+
+def parked_timer(customer_id: str, instance: InstanceState) -> Timer | None:
+    """The timer an instance waits on, rebuilt from its state (None if it waits on none)."""
+    if instance.timer_id is None or instance.wake_at is None:
+        return None
+    return Timer(
+        timer_id=instance.timer_id,
+        customer_id=customer_id,
+        journey=instance.journey,
+        journey_version=instance.version,
+        instance_id=instance.instance_id,
+        step_id=instance.step_id,
+        due_at=instance.wake_at,
+    )
+
+
+def deferral_timer(timer_id: str, action: Action) -> Timer:
+    """The timer a deferred send waits on: due when the action may go out."""
+    return Timer(
+        timer_id=timer_id,
+        customer_id=action.customer_id,
+        journey=action.journey,
+        journey_version=action.journey_version,
+        instance_id=action.instance_id,
+        step_id=action.step_id,
+        due_at=action.not_before,
+    )

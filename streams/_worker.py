@@ -23,6 +23,7 @@ from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer,
 from schemas import InvalidEventError, decode_touchpoint, encode
 from streams._errors import ConfigError
 from streams._faust_fixes import install_fetch_highwaters
+from streams._faust_flush import install_complete_producer_flush
 from streams._identity import (
     ABSORB,
     MERGE_INTO,
@@ -253,6 +254,7 @@ def build_app(
     settings: Settings, engine: Engine, metrics: WorkerMetrics, clock: Clock = utc_now
 ) -> tuple[faust.App, JourneyProcessor]:
     install_fetch_highwaters(settings)
+    install_complete_producer_flush()
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.require_bootstrap().split(",")],

@@ -50,6 +50,18 @@ def isolated_settings(
     return settings
 
 
+_STARTED: list[PolkuProcess] = []
+
+
+def stop_leftover_processes() -> list[str]:
+    """Stop every process a test started and left running; their command lines."""
+    leftovers = [started for started in _STARTED if started.alive()]
+    for started in leftovers:
+        started.stop()
+    _STARTED.clear()
+    return [" ".join(started.args) for started in leftovers]
+
+
 @dataclass
 class PolkuProcess:
     """A `polku ...` subcommand in its own process, as in production."""
@@ -70,6 +82,7 @@ class PolkuProcess:
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
             )
+        _STARTED.append(self)
         return self
 
     def kill(self) -> None:
@@ -169,9 +182,14 @@ def committed_offset(settings: Settings, topic: str) -> int:
 
 
 def wait_until_committed(settings: Settings, worker: WorkerProcess, timeout: float = 60.0) -> None:
-    """Until the worker's group has committed at least one touchpoint (so it processed it)."""
+    """Until the worker's group has committed one touchpoint on both of its agents' topics.
+
+    The identity agent commits the touchpoint once it has re-keyed it; only the customer
+    topic's commit says the journey agent has processed it (and its state is written).
+    """
     deadline = time.monotonic() + timeout
-    while committed_offset(settings, settings.touchpoints_topic) < 1:
+    topics = (settings.touchpoints_topic, settings.customer_topic)
+    while min(committed_offset(settings, topic) for topic in topics) < 1:
         assert worker.process is not None
         assert worker.process.poll() is None, worker.log_tail()
         assert time.monotonic() < deadline, "the worker never committed the event"

@@ -147,7 +147,10 @@ def test_removing_a_version_that_still_has_customers_is_refused(
     removed = settings.model_copy(update={"journeys_dir": without_cart})
     second = WorkerProcess(removed, tmp_path / "second.log").start()
     assert second.process is not None
-    code = second.process.wait(timeout=TIMEOUT)
+    try:
+        code = second.process.wait(timeout=TIMEOUT)
+    finally:
+        second.stop()  # when it did not exit, the test fails without leaking the process
     log = second.log_tail(200)
     assert code != 0, log
     assert "refusing to run: customers are still in cart_slow v1" in log

@@ -23,6 +23,7 @@ from journeys._state import (
     SentAction,
     Timer,
     Transition,
+    copy_state,
     deferral_timer,
 )
 from schemas import (
@@ -103,7 +104,7 @@ class Engine:
             return Outcome(state=state)  # forgotten: nothing about them is kept or sent
         if isinstance(event, CustomerErased):
             return _erase(state)
-        run = Run(state.model_copy(deep=True), event, now, self.default_timezone)
+        run = Run(copy_state(state), event, now, self.default_timezone)
         self._migrate(run)
         _update_consent(run.state.contact, event)
         if isinstance(event, TimerFired):
@@ -156,7 +157,7 @@ class Engine:
 
     def migrate_state(self, state: CustomerState, now: datetime) -> Outcome:
         """What deploying the loaded versions does to a stored state (for previews)."""
-        run = Run(state.model_copy(deep=True), None, now, self.default_timezone)
+        run = Run(copy_state(state), None, now, self.default_timezone)
         self._migrate(run)
         return Outcome(state=run.state, transitions=tuple(run.transitions))
 

@@ -17,6 +17,7 @@ from journeys._state import (
     InstanceState,
     Timer,
     Transition,
+    copy_state,
     deferral_timer,
     parked_timer,
 )
@@ -34,7 +35,7 @@ def merge_states(survivor: CustomerState, absorbed: CustomerState, now: datetime
     if survivor.erased or absorbed.erased:
         # an erased person is not re-created by a merge, nor does an erasure spread
         return Outcome(state=survivor)
-    merged = survivor.model_copy(deep=True)
+    merged = copy_state(survivor)
     transitions: list[Transition] = []
     cancelled: list[str] = []
     rearm: list[Timer] = []

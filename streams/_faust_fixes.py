@@ -22,6 +22,7 @@ import aiokafka
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams._kafka_security import aiokafka_security_kwargs
 from streams._settings import Settings
 
 log = logging.getLogger("polku.recovery")
@@ -85,15 +86,7 @@ def install_fetch_highwaters(settings: Settings) -> None:
 
 
 def _aiokafka_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = {
+    return {
         "bootstrap_servers": settings.require_bootstrap().split(","),
-        "security_protocol": settings.kafka_security_protocol,
+        **aiokafka_security_kwargs(settings),
     }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        password = settings.kafka_sasl_password
-        config |= {
-            "sasl_mechanism": settings.kafka_sasl_mechanism,
-            "sasl_plain_username": settings.kafka_sasl_username or "",
-            "sasl_plain_password": password.get_secret_value() if password else "",
-        }
-    return config

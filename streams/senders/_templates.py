@@ -136,8 +136,13 @@ def _render_block(
         text = "".join(render(template.new_context(variables)))
     except jinja2.TemplateNotFound:
         raise TemplateError("template_missing", f"no template {path}") from None
-    except jinja2.TemplateError as exc:
+    except jinja2.TemplateError as exc:  # SecurityError included: the sandbox said no
         detail = redact(f"{path}, block {block!r}: {exc.message or type(exc).__name__}")
+        raise TemplateError("template_error", detail) from None
+    except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        # what template expressions raise as Python (the sandbox's range limit, 1/0, 1 + "a"):
+        # one bad template must fail its actions, not crash the sender on every restart
+        detail = redact(f"{path}, block {block!r}: {type(exc).__name__}: {exc}")
         raise TemplateError("template_error", detail) from None
     if block not in _ESCAPED_BLOCKS:
         text = _BLANK_LINES.sub("\n\n", text)  # template logic leaves gaps in plain text

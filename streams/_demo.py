@@ -36,7 +36,7 @@ from schemas import (
 )
 from streams._producer import TouchpointProducer
 from streams._settings import Settings
-from streams._topics import ensure_topics
+from streams._topics import ensure_topics, run_scoped
 from streams.broker import broker_bootstrap
 
 DEMO_JOURNEYS = Path(__file__).parent / "demo"
@@ -154,18 +154,12 @@ def run_demo(base: Settings, timeout_seconds: float = 90.0) -> int:
 def _demo_settings(base: Settings, bootstrap: str, workdir: Path) -> Settings:
     run = f"polku-demo-{uuid.uuid4().hex[:6]}"
     return base.model_copy(
-        update={
+        update=run_scoped(run)
+        | {
             "kafka_bootstrap": bootstrap,
-            "app_id": run,
             "data_dir": workdir / "data",
             "journeys_dir": DEMO_JOURNEYS,
             "contact_policy_file": DEMO_POLICY,
-            "touchpoints_topic": f"{run}.touchpoints",
-            "customer_topic": f"{run}.touchpoints.by-customer",
-            "identity_topic": f"{run}.identity",
-            "dead_letter_topic": f"{run}.deadletter",
-            "suppressed_topic": f"{run}.suppressed",
-            "actions_topic_prefix": f"{run}.actions.",
             "metrics_port": None,
             "log_level": "warn",
         }
@@ -214,9 +208,7 @@ def _play(settings: Settings, worker: subprocess.Popen[bytes], timeout_seconds: 
 
 
 def _reader(settings: Settings) -> Consumer:
-    consumer = Consumer(
-        {"bootstrap.servers": settings.require_bootstrap(), "group.id": f"{settings.app_id}-view"}
-    )
+    consumer = Consumer(settings.kafka_client_config() | {"group.id": f"{settings.app_id}-view"})
     topics = [*settings.action_topics.values(), settings.dead_letter_topic]
     metadata = consumer.list_topics(timeout=10).topics
     consumer.assign([TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions])

@@ -24,7 +24,7 @@ safe: events for X that were forwarded before the link are processed before the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -32,8 +32,11 @@ from faust.types import Message
 
 from schemas import CustomerErased, InvalidEventError, Touchpoint, decode_touchpoint
 from streams._metrics import WorkerMetrics
+from streams._staging import Event, Outbox, SetEvent, StagedTable, set_current_event
 
 log = logging.getLogger("polku.identity")
+
+DeadLetter = Callable[[Message, str, str, Outbox], Awaitable[None]]
 
 CONTROL_HEADER = "polku.control"
 LINK = "link"
@@ -68,19 +71,38 @@ class IdentityProcessor:
         identity_topic: Any,
         customer_topic: Any,
         aliases: Any,
-        dead_letter: Callable[[Message, str, str], Awaitable[None]],
+        dead_letter: DeadLetter,
         metrics: WorkerMetrics,
+        batch_max_events: int = 1,
+        batch_window_seconds: float = 0.01,
     ) -> None:
         self._raw = raw_topic
         self._links = identity_topic
         self._customers = customer_topic
-        self._aliases = aliases
+        self._aliases = StagedTable(aliases)
         self._dead_letter = dead_letter
         self._metrics = metrics
+        self._batch = (batch_max_events, batch_window_seconds)
+        self.outbox = Outbox()
 
     async def process(self, stream: Any) -> None:
-        async for event in stream.events():
-            await self.handle(event.message)
+        batch_max, window = self._batch
+        async for events in stream.take_events(batch_max, within=window):
+            await self.handle_batch(events, set_current_event)
+
+    async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
+        """Resolve a batch; its alias writes are saved once every record it produced is acked."""
+        try:
+            for event in events:
+                set_event(event)
+                self._aliases.event = event
+                await self.handle(event.message)
+            await self.outbox.settle()
+        except BaseException:
+            self._aliases.discard()  # the batch will be processed again from the old aliases
+            raise
+        self._aliases.apply(set_event)
+        for event in events:
             self._metrics.processed(
                 event.message.topic, event.message.partition, event.message.offset
             )
@@ -94,7 +116,7 @@ class IdentityProcessor:
         try:
             event = decode_touchpoint(raw)
         except InvalidEventError as exc:
-            await self._dead_letter(message, "invalid_event", exc.reason)
+            await self._dead_letter(message, "invalid_event", exc.reason, self.outbox)
             return
         best = event.customer.key.encode()
         if message.key != best:
@@ -175,9 +197,8 @@ class IdentityProcessor:
         stored = self._aliases.get(key)
         return list(orjson.loads(stored)) if stored else []
 
-    @staticmethod
     async def _send(
-        topic: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+        self, topic: Any, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
-        # wait for the ack: the raw event's offset may be committed once this returns
-        await (await topic.send(key=key, value=value, headers=headers, force=True))
+        # acked with the whole batch, before its offsets can be committed
+        await self.outbox.send(topic, key, value, headers)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import ContactChannel
@@ -15,7 +15,10 @@ from streams._errors import ConfigError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POLKU_", frozen=True, extra="forbid")
+    # a cross-field error would print every input, passwords included: errors name, never quote
+    model_config = SettingsConfigDict(
+        env_prefix="POLKU_", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     kafka_bootstrap: Annotated[
         str | None,
@@ -25,6 +28,23 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Annotated[
+        Path | None,
+        Field(description="CA bundle (PEM) that signed the brokers' certificates; unset = system"),
+    ] = None
+    kafka_ssl_certfile: Annotated[
+        Path | None,
+        Field(description="client certificate chain (PEM) for mutual TLS; with kafka_ssl_keyfile"),
+    ] = None
+    kafka_ssl_keyfile: Annotated[
+        Path | None, Field(description="the client certificate's private key (PEM)")
+    ] = None
+    kafka_ssl_key_password: Annotated[
+        SecretStr | None, Field(description="passphrase of an encrypted kafka_ssl_keyfile")
+    ] = None
+    kafka_ssl_check_hostname: Annotated[
+        bool, Field(description="the broker's certificate must name the host polku dialled")
+    ] = True
 
     app_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")] = "polku"
     data_dir: Path = Path("var/polku")
@@ -55,6 +75,18 @@ class Settings(BaseSettings):
     actions_topic_prefix: str = "actions."
 
     timer_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
+    batch_max_events: Annotated[
+        int, Field(ge=1, le=100_000, description="records an agent processes per broker round trip")
+    ] = 1000
+    producer_linger_seconds: Annotated[
+        float, Field(ge=0, le=1, description="how long the worker's producer gathers a batch")
+    ] = 0.005
+    max_poll_records: Annotated[
+        int | None, Field(ge=1, description="records per consumer fetch; unset = client default")
+    ] = None
+    batch_window_seconds: Annotated[
+        float, Field(gt=0, le=5, description="how long an agent waits to fill a batch")
+    ] = 0.005
     session_timeout_seconds: Annotated[float, Field(gt=0)] = 6.0
     heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
     commit_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
@@ -131,6 +163,21 @@ class Settings(BaseSettings):
     ] = None
     webhook_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
 
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _an_existing_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # checked at start: librdkafka and ssl would otherwise fail later, on first connect
+        if value is not None and not value.is_file():
+            raise ValueError(f"POLKU_{str(info.field_name).upper()}: no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security_fits_the_protocol(self) -> Settings:
+        problem = _tls_problem(self) or _sasl_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @field_validator("smtp_from")
     @classmethod
     def _an_address(cls, value: str | None) -> str | None:
@@ -164,17 +211,45 @@ class Settings(BaseSettings):
             )
         return self.kafka_bootstrap
 
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
     def kafka_client_config(self) -> dict[str, str | int | float | bool]:
-        """librdkafka (confluent-kafka) settings for this deployment's broker."""
+        """librdkafka (confluent-kafka) settings for this deployment's broker.
+
+        aiokafka and Faust take an `ssl.SSLContext` instead: `streams._kafka_security`.
+        """
         config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.require_bootstrap(),
             "security.protocol": self.kafka_security_protocol,
         }
-        if self.kafka_security_protocol.startswith("SASL"):
+        if self.kafka_uses_sasl:
             config["sasl.mechanism"] = self.kafka_sasl_mechanism
             config["sasl.username"] = self.kafka_sasl_username or ""
             password = self.kafka_sasl_password
             config["sasl.password"] = password.get_secret_value() if password else ""
+        if self.kafka_uses_tls:
+            config |= self._librdkafka_tls()
+        return config
+
+    def _librdkafka_tls(self) -> dict[str, str | int | float | bool]:
+        config: dict[str, str | int | float | bool] = {
+            "ssl.endpoint.identification.algorithm": (
+                "https" if self.kafka_ssl_check_hostname else "none"
+            ),
+        }
+        if self.kafka_ssl_cafile is not None:
+            config["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile is not None and self.kafka_ssl_keyfile is not None:
+            config["ssl.certificate.location"] = str(self.kafka_ssl_certfile)
+            config["ssl.key.location"] = str(self.kafka_ssl_keyfile)
+        if self.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
         return config
 
     def collector_keys(self) -> list[bytes]:
@@ -199,3 +274,41 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[f"POLKU_{name.upper()}"] = str(value)
         return env
+
+
+def _tls_problem(settings: Settings) -> str | None:
+    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+        return "give POLKU_KAFKA_SSL_CERTFILE and POLKU_KAFKA_SSL_KEYFILE together (mutual TLS)"
+    if settings.kafka_ssl_key_password is not None and settings.kafka_ssl_keyfile is None:
+        return "POLKU_KAFKA_SSL_KEY_PASSWORD is set but POLKU_KAFKA_SSL_KEYFILE is not"
+    tls_given = [
+        name
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+        if getattr(settings, name) is not None
+    ]
+    if not settings.kafka_ssl_check_hostname:
+        tls_given.append("kafka_ssl_check_hostname")
+    if tls_given and not settings.kafka_uses_tls:
+        # a plaintext connection would silently ignore them: no encryption the operator asked for
+        names = ", ".join(f"POLKU_{name.upper()}" for name in tls_given)
+        return (
+            f"{names} need POLKU_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL "
+            f"(it is {settings.kafka_security_protocol})"
+        )
+    return None
+
+
+def _sasl_problem(settings: Settings) -> str | None:
+    username, password = settings.kafka_sasl_username, settings.kafka_sasl_password
+    if settings.kafka_uses_sasl and (username is None or password is None):
+        # PLAIN and SCRAM both need the pair; the broker's refusal would come only at connect
+        return (
+            f"POLKU_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+            "POLKU_KAFKA_SASL_USERNAME and POLKU_KAFKA_SASL_PASSWORD"
+        )
+    if not settings.kafka_uses_sasl and (username is not None or password is not None):
+        return (
+            "POLKU_KAFKA_SASL_USERNAME/PASSWORD need POLKU_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
+            f"or SASL_PLAINTEXT (it is {settings.kafka_security_protocol})"
+        )
+    return None

@@ -14,6 +14,19 @@ from streams._settings import Settings
 _ADMIN_TIMEOUT_SECONDS = 15.0
 
 
+def run_scoped(run: str) -> dict[str, str]:
+    """Settings that give one run (a demo, a benchmark, a test) an app id and topics of its own."""
+    return {
+        "app_id": run,
+        "touchpoints_topic": f"{run}.touchpoints",
+        "customer_topic": f"{run}.touchpoints.by-customer",
+        "identity_topic": f"{run}.identity",
+        "dead_letter_topic": f"{run}.deadletter",
+        "suppressed_topic": f"{run}.suppressed",
+        "actions_topic_prefix": f"{run}.actions.",
+    }
+
+
 def polku_topics(settings: Settings) -> list[str]:
     return [
         settings.touchpoints_topic,

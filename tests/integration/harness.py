@@ -17,6 +17,7 @@ from typing import Self
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from streams import Settings, ensure_topics, free_port
+from streams._topics import run_scoped
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_JOURNEYS = REPO_ROOT / "tests" / "fixtures" / "journeys"
@@ -29,19 +30,12 @@ def isolated_settings(
 ) -> Settings:
     """Settings whose app id and topics belong to one test only, so tests cannot see each other."""
     run = f"t{uuid.uuid4().hex[:10]}"
-    values: dict[str, object] = {
+    values: dict[str, object] = run_scoped(run) | {
         "kafka_bootstrap": bootstrap,
-        "app_id": run,
         "data_dir": data_dir,
         "journeys_dir": journeys_dir,
-        "touchpoints_topic": f"{run}.touchpoints",
-        "customer_topic": f"{run}.touchpoints.by-customer",
-        "identity_topic": f"{run}.identity",
-        "dead_letter_topic": f"{run}.deadletter",
-        "suppressed_topic": f"{run}.suppressed",
         # journeys alone decide unless a test sets a policy: see tests/journeys/test_policy.py
         "contact_policy_file": POLICIES / "permissive.yaml",
-        "actions_topic_prefix": f"{run}.actions.",
         "metrics_port": free_port(),
         "log_level": "info",
     }

@@ -1,0 +1,99 @@
+"""Batch staging for the agents: sends in flight together, table writes held until they are acked.
+
+An agent processes a batch of events (Faust `take_events`): every record it produces for them
+goes out at once, and the new state is written only after the broker has acked them all. A
+crash before that point replays the whole batch from the old state and yields the same records
+(deterministic ids, which senders dedupe); Faust acks the batch's offsets only after the agent
+has finished it, and commits only after its producer is flushed (see `_faust_flush`).
+
+Faust's RocksDB store picks the partition database from the *current event* for reads and
+writes alike, so each staged write remembers the event that made it and is applied in that
+event's context (`set_current_event`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust import streams as faust_streams
+from faust.types import EventT
+
+Event = EventT[Any]
+SetEvent = Callable[[Event | None], None]
+
+_DELETED = None
+
+
+def set_current_event(event: Event | None) -> None:
+    """Make `event` the current event of this task only, as Faust's stores and tables read it.
+
+    Not `Stream._set_current_event`: that also sets the stream's shared `current_event`
+    attribute, from which `take_events`' background reader takes the event it buffers, so
+    it would buffer one of ours instead of the record it just read.
+    """
+    faust_streams._current_event.set(weakref.ref(event) if event is not None else None)
+
+
+class Outbox:
+    """Records produced for the current batch; `settle` waits for the broker's acks."""
+
+    def __init__(self) -> None:
+        self._pending: list[Awaitable[Any]] = []
+
+    async def send(
+        self,
+        topic: Any,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        # `send` returns once the record is queued in the client; the ack comes with `settle`
+        self._pending.append(await topic.send(key=key, value=value, headers=headers, force=True))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def settle(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+class StagedTable:
+    """A Faust table as the batch in progress sees it; `apply` writes the batch's changes."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.event: Event | None = None
+        self._writes: dict[bytes, tuple[bytes | None, Event | None]] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            return self._writes[key][0]
+        stored = self.table.get(key)
+        return bytes(stored) if stored is not None else None
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._writes[key] = (value, self.event)
+
+    def __delitem__(self, key: bytes) -> None:
+        self._writes[key] = (_DELETED, self.event)
+
+    def apply(self, set_event: SetEvent) -> None:
+        """Write the staged changes to the table, each in the context of its own event."""
+        writes, self._writes = self._writes, {}
+        for key, (value, event) in writes.items():
+            set_event(event)
+            if value is not None:
+                self.table[key] = value
+            elif key in self.table:
+                del self.table[key]  # a tombstone in the changelog
+
+    def discard(self) -> None:
+        self._writes.clear()

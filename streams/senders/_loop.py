@@ -122,7 +122,7 @@ class SenderLoop:
         self._sender = sender
         self._channel = sender.channel.value
         self._topic = settings.action_topic(sender.channel)
-        self._metrics = metrics or SenderMetrics()
+        self._metrics = metrics or SenderMetrics(channels=[sender.channel])
         self._policy = policy or RetryPolicy.from_settings(settings)
         self._clock = clock
         self._stopping = asyncio.Event()

@@ -1,13 +1,46 @@
 """Prometheus metrics of a sender. Labels are bounded: channel, outcome, result, kind of error
-(a fixed vocabulary of codes); never a customer, an address or an action id."""
+(a fixed vocabulary of codes); never a customer, an address or an action id.
+
+Every series of the dashboards and alerts exists at zero from the start (`declare`): a counter
+that first appears at 1 is invisible to `rate` and `increase`, so the first failure, retry,
+dead letter or duplicate would never show on the Senders dashboard.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from schemas import ContactChannel
+
+OUTCOMES = ("sent", "delivered", "bounced", "failed")  # the receipt statuses
+RESULTS = ("ok", "transient", "permanent")
+# polku.error.kind of the dead letters the loop and the reference senders write (README)
+DEAD_LETTER_KINDS = (
+    "template_missing",
+    "template_incomplete",
+    "template_error",
+    "bad_params",
+    "no_contact",
+    "retries_exhausted",
+    "invalid_action",
+    "wrong_channel",
+)
+EMAIL_DEAD_LETTER_KINDS = ("smtp_rejected",)
+WEBHOOK_DEAD_LETTER_KINDS = ("webhook_rejected",)
 
 
 class SenderMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """One sender process's metrics. `channels` are declared at zero at once; the default is
+    every channel, since a sender serves one that only its caller knows: pass it to export the
+    served channel's series alone."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        channels: Iterable[ContactChannel | str] = tuple(ContactChannel),
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         reg = self.registry
         self.outcomes = Counter(
@@ -53,3 +86,22 @@ class SenderMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=reg,
         )
+        for channel in channels:
+            self.declare(channel)
+
+    def declare(self, channel: ContactChannel | str) -> None:
+        """Create every series of `channel` at zero (see the module docstring)."""
+        name = ContactChannel(channel).value
+        for outcome in OUTCOMES:
+            self.outcomes.labels(name, outcome)
+        for result in RESULTS:
+            self.attempts.labels(name, result)
+        own_kinds = (
+            EMAIL_DEAD_LETTER_KINDS if name == ContactChannel.EMAIL else WEBHOOK_DEAD_LETTER_KINDS
+        )
+        for kind in DEAD_LETTER_KINDS + own_kinds:
+            self.dead_lettered.labels(name, kind)
+        self.duplicates.labels(name)
+        self.retries.labels(name)
+        self.deferred.labels(name)
+        self.delivery_seconds.labels(name)

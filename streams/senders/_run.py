@@ -20,7 +20,7 @@ log = logging.getLogger("polku.sender")
 def run_sender(settings: Settings, sender: ChannelSender[Any]) -> int:
     """Consume until SIGTERM or SIGINT, then shut down gracefully; 0 on a clean stop."""
     ensure_topics(settings)
-    metrics = SenderMetrics()
+    metrics = SenderMetrics(channels=[sender.channel])
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)
     asyncio.run(_serve(settings, sender, metrics))

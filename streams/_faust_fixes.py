@@ -90,3 +90,24 @@ def _aiokafka_config(settings: Settings) -> dict[str, Any]:
         "bootstrap_servers": settings.require_bootstrap().split(","),
         **aiokafka_security_kwargs(settings),
     }
+
+
+def install_fetch_max_wait(settings: Settings) -> None:
+    """Make the worker's consumer wait at most `settings.fetch_max_wait_ms` in a fetch.
+
+    Faust hard-codes `fetch_max_wait_ms=1500`. A broker that parks an empty fetch for the full
+    wait instead of answering when records arrive (Tansu does) then holds every record produced
+    meanwhile for up to 1.5 s: at each of the worker's two hops (touchpoints, then the customer
+    topic), and for every fired timer.
+    """
+    thread_class: Any = faust_aiokafka.AIOKafkaConsumerThread
+    create = getattr(thread_class, "_polku_original_create", thread_class._create_worker_consumer)
+    wait_ms = settings.fetch_max_wait_ms
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+    thread_class._polku_original_create = create
+    thread_class._create_worker_consumer = _create_worker_consumer

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     producer_linger_seconds: Annotated[
         float, Field(ge=0, le=1, description="how long the worker's producer gathers a batch")
     ] = 0.005
+    fetch_max_wait_ms: Annotated[
+        int, Field(ge=1, le=10_000, description="longest wait of the worker's consumer in a fetch")
+    ] = 50
     max_poll_records: Annotated[
         int | None, Field(ge=1, description="records per consumer fetch; unset = client default")
     ] = None

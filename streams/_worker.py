@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import orjson
 from faust.types import Message
 
 from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer, merge_states
 from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
-from streams._faust_fixes import install_fetch_highwaters
+from streams._faust_fixes import install_fetch_highwaters, install_fetch_max_wait
 from streams._faust_flush import install_complete_producer_flush
 from streams._identity import (
     ABSORB,
@@ -242,11 +243,13 @@ class JourneyProcessor:
         stranded: set[tuple[str, int]] = set()
         waiting: Counter[tuple[str, str]] = Counter()
         for _, stored in self._timers.table.items():
-            timer = Timer.model_validate_json(stored)
-            self.index.add(timer)
-            waiting[timer.journey, timer.step_id] += 1
-            if not self._engine.runnable(timer.journey, timer.journey_version):
-                stranded.add((timer.journey, timer.journey_version))
+            # orjson, not the Timer model: a million timers are read here at each recovery
+            timer = orjson.loads(stored)
+            due = datetime.fromisoformat(timer["due_at"]).timestamp()
+            self.index.add_due(timer["timer_id"], due)
+            waiting[timer["journey"], timer["step_id"]] += 1
+            if not self._engine.runnable(timer["journey"], timer["journey_version"]):
+                stranded.add((timer["journey"], timer["journey_version"]))
         self._metrics.timers_pending.set(len(self.index))
         self._metrics.reset_instances(waiting)
         log.info("timer index rebuilt: %d pending timers", len(self.index))
@@ -270,11 +273,15 @@ class JourneyProcessor:
         leaves the table when its event is processed, in stream context, like any other event.
         """
         now = self._clock()
-        due = self.index.pop_due(now, _TIMERS_PER_TICK)
+        due = [
+            (entry, timer)
+            for entry in self.index.pop_due(now, _TIMERS_PER_TICK)
+            if (timer := self._stored_timer(entry.timer_id)) is not None
+        ]
         if not due:
             return 0
         pending = []
-        for timer in due:
+        for _, timer in due:
             pending.append(
                 await self._customer_topic.send(
                     key=timer.customer_id.encode(), value=encode(timer.fired_event(now)), force=True
@@ -282,15 +289,20 @@ class JourneyProcessor:
             )
         results = await asyncio.gather(*pending, return_exceptions=True)
         fired = 0
-        for timer, result in zip(due, results, strict=True):
+        for (entry, timer), result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("timer %s not fired, will retry: %s", timer.timer_id, result)
-                self.index.add(timer)
+                self.index.add(entry)
                 continue
             fired += 1
             self._metrics.timers_fired.inc()
             self._metrics.timer_lag.observe(max(0.0, (now - timer.due_at).total_seconds()))
         return fired
+
+    def _stored_timer(self, timer_id: str) -> Timer | None:
+        """The timer as the table holds it (None once its event has removed it)."""
+        stored = self._timers.table.get(timer_id.encode())
+        return Timer.model_validate_json(stored) if stored is not None else None
 
 
 def build_app(
@@ -298,6 +310,7 @@ def build_app(
 ) -> tuple[faust.App, JourneyProcessor]:
     install_fetch_highwaters(settings)
     install_complete_producer_flush()
+    install_fetch_max_wait(settings)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.require_bootstrap().split(",")],

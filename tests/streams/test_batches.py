@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from journeys import CustomerState, Engine, load_journeys
+from journeys import CustomerState, Engine, Timer, load_journeys
 from schemas import (
     CartAbandoned,
     CartPayload,
@@ -153,7 +153,8 @@ def test_nothing_is_saved_until_the_sends_are_acked_and_a_retry_sends_the_same_i
     rig.run(batch(cart("aino", 1)))
     due = rig.processor.index.pop_due(START + timedelta(minutes=1), 10)
     assert len(due) == 1
-    fired = due[0].fired_event(START + timedelta(minutes=1))
+    timer = Timer.model_validate_json(rig.timers[due[0].timer_id.encode()])
+    fired = timer.fired_event(START + timedelta(minutes=1))
     saved_state, saved_timers = dict(rig.states), dict(rig.timers)
 
     rig.actions["email"].failing = True

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from journeys import Engine
 from schemas import PolkuError
+from streams._cli_bench import register as register_bench_command
 from streams._cli_channels import register as register_channel_commands
 from streams._cli_journeys import cmd_validate, configured_journeys
 from streams._cli_journeys import register as register_journey_commands
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     register_journey_commands(commands)
     register_channel_commands(commands)
     register_stats_command(commands)
+    register_bench_command(commands)
     return parser
 
 

@@ -1,0 +1,693 @@
+"""`polku bench`: what polku moves on this machine, next to what the raw Kafka client moves.
+
+Every scenario runs polku and its baseline in the same run on the same broker and prints the
+ratio. Workers run as separate processes, exactly as `polku worker` runs in production; the
+figures are read from the worker's own metrics and from the records' Kafka timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from journeys import CustomerState, Engine, load_journeys
+from schemas import PolkuError, decode_touchpoint
+from streams._bench_load import Generated, mixed_events, registrations, signups
+from streams._cli_stats import ScrapeError, scrape
+from streams._kafka_security import aiokafka_security_kwargs
+from streams._producer import TouchpointProducer
+from streams._settings import Settings
+from streams._topics import ensure_topics, run_scoped
+from streams.broker import broker_bootstrap, free_port
+
+LIBRARY = Path(__file__).resolve().parents[1] / "journeys" / "library"
+BENCH_POLICY = Path(__file__).resolve().parent / "policies" / "demo.yaml"
+_POLL = 0.5
+
+
+class BenchError(PolkuError):
+    """A benchmark could not complete (a worker died, or a phase timed out)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    events: int = 20_000
+    customers: int = 5_000
+    timers: int = 20_000
+    burst: int = 2_000
+    latency_seconds: float = 10.0
+    recovery_customers: int = 20_000
+    timeout_seconds: float = 600.0
+
+
+@dataclass
+class Row:
+    scenario: str
+    measure: str
+    polku: str
+    baseline: str = ""
+    ratio: str = ""
+    target: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    facts: dict[str, float] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(_render([row], header=False), flush=True)
+
+
+def _render(rows: Iterable[Row], header: bool = True) -> str:
+    columns = ("scenario", "measure", "polku", "baseline", "ratio", "target")
+    widths = (4, 34, 22, 22, 7, 14)
+    lines = []
+    if header:
+        lines.append(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        lines.append("-+-".join("-" * w for w in widths))
+    for row in rows:
+        values = (row.scenario, row.measure, row.polku, row.baseline, row.ratio, row.target)
+        lines.append(" | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces every scenario uses
+
+
+def bench_settings(base: Settings, bootstrap: str, workdir: Path, name: str) -> Settings:
+    run = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+    return base.model_copy(
+        update=run_scoped(run)
+        | {
+            "kafka_bootstrap": bootstrap,
+            "data_dir": workdir / run,
+            "journeys_dir": LIBRARY,
+            # journeys, not the policy: a strict policy would suppress most marketing sends
+            "contact_policy_file": BENCH_POLICY,
+            "metrics_port": free_port(),
+            "log_level": "info",
+        }
+    )
+
+
+class Worker:
+    """One `polku worker` process, read through its metrics endpoint."""
+
+    def __init__(self, settings: Settings, log_path: Path, disk: str = "") -> None:
+        """`disk` names a data directory of its own, for a second worker on this machine."""
+        update: dict[str, object] = {"metrics_port": free_port()}
+        if disk:
+            update["data_dir"] = settings.data_dir / disk
+            (settings.data_dir / disk).mkdir(parents=True, exist_ok=True)
+        self.settings = settings.model_copy(update=update)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POLKU_")}
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env | self.settings.to_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+
+    def metric(self, name: str, exclude: str | None = None) -> float:
+        """The sum of a metric's samples (0 while the endpoint is not up yet)."""
+        self.check_alive()
+        try:
+            page = scrape(self.url)
+        except ScrapeError:
+            return 0.0
+        return _sum_samples(page, name, exclude)
+
+    def peak_rss_bytes(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match.group(1)) * 1024 if match else 0
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise BenchError(f"worker exited with {self.process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def _sum_samples(page: str, name: str, exclude: str | None) -> float:
+    total = 0.0
+    for line in page.splitlines():
+        if not line.startswith(name) or line[len(name)] not in " {":
+            continue
+        if exclude and exclude in line:
+            continue
+        total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def produce(settings: Settings, events: Iterable[Generated]) -> int:
+    producer = TouchpointProducer(settings)
+    try:
+        for event in events:
+            producer.send_raw(event.key, event.value)
+        return producer.close()
+    finally:
+        producer.close()
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, poll: float = _POLL
+) -> float:
+    """Poll until `condition()`; the monotonic time it first held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+    return time.monotonic()
+
+
+def processed(worker: Worker) -> float:
+    """Touchpoints the journey agent has finished (timer firings excluded)."""
+    return worker.metric("polku_events_total", exclude='type="timer.fired"')
+
+
+def measure_worker_rate(worker: Worker, total: int, timeout: float) -> tuple[float, float]:
+    """(events/s, seconds) from the first processed event to the last, read at `_POLL`."""
+    first = wait_until(lambda: processed(worker) > 0, timeout, "the worker's first event")
+    started_count = processed(worker)
+    done = wait_until(lambda: processed(worker) >= total, timeout, f"{total} events processed")
+    seconds = max(done - first, 1e-9)
+    return (total - started_count) / seconds, seconds
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# ---------------------------------------------------------------------------------------------
+# baseline: the raw aiokafka client, consume -> orjson parse -> produce
+
+
+async def _raw_passthrough(settings: Settings, target: str, total: int) -> float:
+    client = {
+        "bootstrap_servers": settings.require_bootstrap(),
+        **aiokafka_security_kwargs(settings),
+    }
+    consumer = AIOKafkaConsumer(
+        settings.touchpoints_topic,
+        **client,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(**client, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        seen = 0
+        started = 0.0
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if batches and not started:
+                started = time.monotonic()
+            sends = []
+            for records in batches.values():
+                for record in records:
+                    document = orjson.loads(record.value or b"")
+                    value = orjson.dumps(document)
+                    sends.append(await producer.send(target, value=value, key=record.key))
+            await asyncio.gather(*sends)
+            seen += len(sends)
+            await consumer.commit()
+        return total / max(time.monotonic() - started, 1e-9)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def raw_passthrough_rate(settings: Settings, total: int) -> float:
+    target = f"{settings.app_id}.raw-out"
+    ensure_topics(settings, [target])
+    return asyncio.run(_raw_passthrough(settings, target, total))
+
+
+# ---------------------------------------------------------------------------------------------
+# the scenarios
+
+
+def bench_throughput(
+    base: Settings, bootstrap: str, workdir: Path, scale: Scale, report: Report
+) -> None:
+    settings = bench_settings(base, bootstrap, workdir, "b1")
+    ensure_topics(settings)
+    now = datetime.now(UTC)
+    produce(settings, mixed_events(scale.events, scale.customers, now))
+    baseline = raw_passthrough_rate(settings, scale.events)
+    worker = Worker(settings, workdir / "b1-worker.log")
+    try:
+        rate, _ = measure_worker_rate(worker, scale.events, scale.timeout_seconds)
+    finally:
+        worker.stop()
+    report.facts["b1_rate"] = rate
+    report.add(
+        Row(
+            "B1",
+            f"events/s, 1 worker, {scale.events} events",
+            f"{rate:,.0f}",
+            f"{baseline:,.0f} (aiokafka)",
+            f"{rate / baseline:.3f}",
+            ">= 0.5",
+        )
+    )
+
+
+def _action_latencies(
+    settings: Settings, produced_at: dict[str, float], want: int, timeout: float
+) -> list[float]:
+    """Seconds from each touchpoint's produce time to its action's, from Kafka timestamps."""
+    consumer = _consumer(settings, [settings.action_topic("email")])
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(latencies) < want and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, timeout=0.5):
+                if message.error() or message.value() is None:
+                    continue
+                action = orjson.loads(message.value() or b"")
+                sent = produced_at.get(str(action.get("triggered_by")))
+                if sent is not None:
+                    latencies.append(message.timestamp()[1] / 1000 - sent)
+    finally:
+        consumer.close()
+    return latencies
+
+
+def bench_latency(
+    base: Settings, bootstrap: str, workdir: Path, scale: Scale, report: Report
+) -> None:
+    rate = max(10.0, report.facts.get("b1_rate", 1000.0) / 2)
+    settings = bench_settings(base, bootstrap, workdir, "b2")
+    ensure_topics(settings)
+    worker = Worker(settings, workdir / "b2-worker.log")
+    try:
+        produce(settings, signups(0, 1, datetime.now(UTC), prefix="warm"))
+        wait_until(lambda: processed(worker) >= 1, scale.timeout_seconds, "the warm-up event")
+        count = int(rate * scale.latency_seconds)
+        produced_at = _paced_signups(settings, count, rate)
+        # 10% of signups are the welcome journey's holdout: they get no action
+        latencies = _action_latencies(settings, produced_at, int(count * 0.85), 120.0)
+    finally:
+        worker.stop()
+    if not latencies:
+        raise BenchError("no action came back for the latency run")
+    ms = [1000 * s for s in latencies]
+    report.add(
+        Row(
+            "B2",
+            f"latency ms at {rate:,.0f}/s, p50/p99/max",
+            f"{percentile(ms, 0.5):.0f} / {percentile(ms, 0.99):.0f} / {max(ms):.0f}",
+            "",
+            "",
+            "p99 <= 100 ms",
+        )
+    )
+
+
+def _paced_signups(settings: Settings, count: int, rate: float) -> dict[str, float]:
+    producer = TouchpointProducer(settings)
+    produced_at: dict[str, float] = {}
+    started = time.monotonic()
+    wall = time.time() - started
+    try:
+        for n, event in enumerate(signups(0, count, datetime.now(UTC))):
+            due = started + n / rate
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            producer.send_raw(event.key, event.value)
+            produced_at[event.event_id] = wall + time.monotonic()
+        producer.flush()
+    finally:
+        producer.close()
+    return produced_at
+
+
+def _reminder_lags(settings: Settings, due: datetime, want: int, timeout: float) -> list[float]:
+    """Seconds from `due` to each event reminder's action record (its Kafka timestamp)."""
+    stamps = _read_actions(settings, want, timeout, journey="event_reminder")
+    return [stamp - due.timestamp() for _, stamp in stamps]
+
+
+def _read_actions(
+    settings: Settings,
+    want: int | None,
+    timeout: float,
+    journey: str | None = None,
+    key: str = "action_id",
+) -> list[tuple[str, float]]:
+    """(action[key], Kafka timestamp) of the actions on every action topic: until `want` are
+    read, or (want None) until the topics have been idle for two seconds."""
+    consumer = _consumer(settings, list(settings.action_topics.values()))
+    found: list[tuple[str, float]] = []
+    deadline = time.monotonic() + timeout
+    idle_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(10_000, timeout=0.5)
+            for message in batch:
+                if message.error() or message.value() is None:
+                    continue
+                action = orjson.loads(message.value() or b"")
+                if journey is None or action.get("journey") == journey:
+                    found.append((str(action[key]), message.timestamp()[1] / 1000))
+            if batch:
+                idle_since = time.monotonic()
+            if want is not None and len(found) >= want:
+                break
+            if want is None and time.monotonic() - idle_since > 2.0:
+                break
+    finally:
+        consumer.close()
+    return found
+
+
+def bench_timers(
+    base: Settings, bootstrap: str, workdir: Path, scale: Scale, report: Report
+) -> None:
+    """B3: many pending timers on one worker; a burst falling due in one second; a restart."""
+    settings = bench_settings(base, bootstrap, workdir, "b3")
+    ensure_topics(settings)
+    waiting = max(0, scale.timers - scale.burst)
+    worker = Worker(settings, workdir / "b3-worker-1.log")
+    try:
+        produce(settings, signups(0, waiting, datetime.now(UTC)))
+        _, seconds = measure_worker_rate(worker, waiting, scale.timeout_seconds)
+        # the burst is due once it is registered and the worker has been restarted
+        due = datetime.now(UTC) + timedelta(seconds=30 + scale.burst / 500)
+        produce(settings, registrations(0, scale.burst, datetime.now(UTC), due))
+        wait_until(
+            lambda: processed(worker) >= waiting + scale.burst, scale.timeout_seconds, "the burst"
+        )
+        pending = worker.metric("polku_timers_pending")
+        rss = worker.peak_rss_bytes()
+    finally:
+        worker.stop()
+    restarted = Worker(settings, workdir / "b3-worker-2.log")
+    try:
+        wait_until(
+            lambda: restarted.metric("polku_timers_pending") >= pending,
+            scale.timeout_seconds,
+            "the timers after the restart",
+        )
+        lags = _reminder_lags(settings, due, scale.burst, scale.timeout_seconds + 60)
+        time.sleep(2.0)  # a second firing of any timer would show up here
+        reminders = _read_actions(settings, None, 30.0, journey="event_reminder")
+        rss = max(rss, restarted.peak_rss_bytes())
+    finally:
+        restarted.stop()
+    ids = [action_id for action_id, _ in reminders]
+    report.facts["b3_lost"] = scale.burst - len(set(ids))
+    report.facts["b3_fired_twice"] = len(ids) - len(set(ids))
+    report.add(
+        Row(
+            "B3",
+            f"{pending:,.0f} pending timers: peak RSS",
+            f"{rss / 2**20:,.0f} MiB",
+            "",
+            "",
+            "<= 1.5 GiB",
+        )
+    )
+    report.add(Row("B3", "time to register them", f"{seconds:.1f} s ({waiting / seconds:,.0f}/s)"))
+    lag_ms = [1000 * lag for lag in lags]
+    report.add(
+        Row(
+            "B3",
+            f"{scale.burst:,} due in one second: lag p50/p99",
+            f"{percentile(lag_ms, 0.5):,.0f} / {percentile(lag_ms, 0.99):,.0f} ms",
+            "",
+            "",
+            "p99 <= 1 s",
+        )
+    )
+    report.add(
+        Row(
+            "B3",
+            "after a restart: fired / distinct / lost",
+            f"{len(ids)} / {len(set(ids))} / {scale.burst - len(set(ids))}",
+            "",
+            "",
+            "0 lost, 0 twice",
+        )
+    )
+
+
+def bench_recovery(
+    base: Settings, bootstrap: str, workdir: Path, scale: Scale, report: Report
+) -> None:
+    """B4: SIGKILL a worker holding state; seconds until a new event is processed again."""
+    settings = bench_settings(base, bootstrap, workdir, "b4")
+    ensure_topics(settings)
+    customers = scale.recovery_customers
+    worker = Worker(settings, workdir / "b4-worker-0.log")
+    try:
+        produce(settings, signups(0, customers, datetime.now(UTC)))
+        measure_worker_rate(worker, customers, scale.timeout_seconds)
+        time.sleep(2 * settings.commit_interval_seconds)
+    finally:
+        worker.kill()
+    for run, keep in enumerate((True, False), start=1):
+        if not keep:
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+        seconds = _seconds_to_first_new_action(settings, workdir, run, scale)
+        report.add(
+            Row(
+                "B4",
+                f"{customers:,} customers, SIGKILL, {'disk kept' if keep else 'disk lost'}",
+                f"{seconds:.1f} s to a new action",
+                "",
+                "",
+                "<= 30 s" if keep else "",
+            )
+        )
+
+
+def _seconds_to_first_new_action(
+    settings: Settings, workdir: Path, run: int, scale: Scale
+) -> float:
+    """From starting a worker to the action of a new signup, produced right after the start."""
+    probe = _treated_signup(settings, 10_000_000 + 1000 * run)
+    watch = _consumer(settings, [settings.action_topic("email")])
+    started = time.monotonic()
+    worker = Worker(settings, workdir / f"b4-worker-{run}.log")
+    try:
+        produce(settings, [probe])
+        deadline = time.monotonic() + scale.timeout_seconds
+        while time.monotonic() < deadline:
+            worker.check_alive()
+            for message in watch.consume(10_000, timeout=0.2):
+                if message.error() is None and probe.event_id.encode() in (message.value() or b""):
+                    return time.monotonic() - started
+        raise BenchError("the restarted worker never sent the probe's welcome email")
+    finally:
+        watch.close()
+        worker.kill()
+
+
+def _consumer(settings: Settings, topics: list[str]) -> Consumer:
+    """A reader of `topics` from their beginning, assigned (no group join to wait for)."""
+    consumer = Consumer(
+        settings.kafka_client_config()
+        | {"group.id": f"bench-read-{uuid.uuid4().hex[:6]}", "enable.auto.commit": False}
+    )
+    metadata = consumer.list_topics(timeout=10).topics
+    consumer.assign(
+        [
+            TopicPartition(topic, partition, OFFSET_BEGINNING)
+            for topic in topics
+            if topic in metadata
+            for partition in metadata[topic].partitions
+        ]
+    )
+    return consumer
+
+
+def _treated_signup(settings: Settings, first: int) -> Generated:
+    """A signup whose customer is not in the welcome journey's holdout (it gets an email)."""
+    engine = Engine(load_journeys(settings.journeys_dir or LIBRARY))
+    now = datetime.now(UTC)
+    for candidate in signups(first, 100, now, prefix="probe"):
+        event = decode_touchpoint(candidate.value)
+        outcome = engine.advance(CustomerState(customer_id=event.customer.key), event, now)
+        if outcome.actions:
+            return candidate
+    raise BenchError("no treated probe customer among 100")
+
+
+def bench_scale_out(
+    base: Settings, bootstrap: str, workdir: Path, scale: Scale, report: Report
+) -> None:
+    """B5: two workers against one on the same events; then a worker killed mid-way."""
+    now = datetime.now(UTC)
+    rates = []
+    runs = []
+    for count in (1, 2):
+        settings = bench_settings(base, bootstrap, workdir, f"b5-{count}")
+        ensure_topics(settings)
+        produce(settings, mixed_events(scale.events, scale.customers, now))
+        rates.append(_group_rate(settings, workdir, count, scale))
+        runs.append(settings)
+    report.add(
+        Row(
+            "B5",
+            "events/s, 2 workers vs 1",
+            f"{rates[1]:,.0f}",
+            f"{rates[0]:,.0f} (1 worker)",
+            f"{rates[1] / rates[0]:.2f}",
+            ">= 1.6",
+        )
+    )
+    # what one undisturbed worker emitted for the same events is the oracle
+    expected = {action_id for action_id, _ in _read_actions(runs[0], None, 60.0)}
+    lost, duplicates = _kill_one_of_two(base, bootstrap, workdir, scale, now, expected)
+    report.facts["b5_lost"] = lost
+    report.facts["b5_expected"] = len(expected)
+    report.add(
+        Row(
+            "B5",
+            "one of two killed mid-run: lost / dupes",
+            f"{lost} / {duplicates}",
+            f"{len(expected):,} actions (1 worker)",
+            "",
+            "0 lost",
+        )
+    )
+
+
+def _group_rate(settings: Settings, workdir: Path, count: int, scale: Scale) -> float:
+    workers = [Worker(settings, workdir / f"b5-{count}-{n}.log", f"w{n}") for n in range(count)]
+    try:
+
+        def total() -> float:
+            return sum(processed(w) for w in workers)
+
+        first = wait_until(lambda: total() > 0, scale.timeout_seconds, "the first event")
+        started = total()
+        done = wait_until(lambda: total() >= scale.events, scale.timeout_seconds, "all events")
+        return (scale.events - started) / max(done - first, 1e-9)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def _kill_one_of_two(
+    base: Settings,
+    bootstrap: str,
+    workdir: Path,
+    scale: Scale,
+    now: datetime,
+    expected: set[str],
+) -> tuple[int, int]:
+    settings = bench_settings(base, bootstrap, workdir, "b5-kill")
+    ensure_topics(settings)
+    produce(settings, mixed_events(scale.events, scale.customers, now))
+    workers = [Worker(settings, workdir / f"b5-kill-{n}.log", f"w{n}") for n in range(2)]
+    try:
+        wait_until(
+            lambda: sum(processed(w) for w in workers) >= scale.events / 3,
+            scale.timeout_seconds,
+            "a third of the events",
+        )
+        workers[1].kill()
+        wait_until(
+            lambda: _all_committed(settings, scale.events),
+            scale.timeout_seconds,
+            "the survivor to take over",
+        )
+        _wait_until_steady(workers[0], scale.timeout_seconds)
+    finally:
+        for worker in workers:
+            worker.stop()
+    emitted = [action_id for action_id, _ in _read_actions(settings, None, 60.0)]
+    return len(expected - set(emitted)), len(emitted) - len(set(emitted))
+
+
+def _wait_until_steady(worker: Worker, timeout: float) -> None:
+    """Until the worker's processed count has not moved for three seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    while time.monotonic() - since < 3.0:
+        if time.monotonic() > deadline:
+            raise BenchError("the surviving worker never became idle")
+        now = processed(worker)
+        if now != last:
+            last, since = now, time.monotonic()
+        time.sleep(_POLL)
+
+
+def _all_committed(settings: Settings, total: int) -> bool:
+    """The group's committed offsets on the customer topic cover every event."""
+    consumer = Consumer(settings.kafka_client_config() | {"group.id": settings.app_id})
+    try:
+        topic = settings.touchpoints_topic
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        committed = consumer.committed(partitions, timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed) >= total
+    finally:
+        consumer.close()
+
+
+SCENARIOS: dict[str, Callable[[Settings, str, Path, Scale, Report], None]] = {
+    "b1": bench_throughput,
+    "b2": bench_latency,
+    "b3": bench_timers,
+    "b4": bench_recovery,
+    "b5": bench_scale_out,
+}
+
+
+def run_bench(base: Settings, scale: Scale, names: list[str]) -> Report:
+    workdir = Path(tempfile.mkdtemp(prefix="polku-bench-"))
+    report = Report()
+    print(f"polku bench: {os.cpu_count()} cores, work directory {workdir}", flush=True)
+    with broker_bootstrap(base.kafka_bootstrap, log_path=workdir / "broker.log") as bootstrap:
+        print(_render([]), flush=True)
+        for name in names:
+            SCENARIOS[name](base, bootstrap, workdir, scale, report)
+    print("\n" + _render(report.rows), flush=True)
+    return report

@@ -253,7 +253,13 @@ class Run:
                 f"journey {instance.journey!r} step {step.id!r}: {step.until.path} is "
                 f"{moment!r}, not a date-time with a time zone"
             )
-        return base + step.until.offset
+        try:
+            return base + step.until.offset
+        except OverflowError:
+            raise JourneyRuntimeError(
+                f"journey {instance.journey!r} step {step.id!r}: {step.until.path} is "
+                f"{moment!r}, too far from the calendar's range for {step.until.offset}"
+            ) from None
 
     def _park(self, instance: InstanceState, step_id: str, due: datetime) -> None:
         timer = Timer(

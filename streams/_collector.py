@@ -75,24 +75,61 @@ class KafkaPublisher:
 
     librdkafka gives up on an event after the same timeout, so an event this answered 503 for
     is not silently written later (a retry with the same event ids is then the only copy).
+
+    A producer that failed to deliver is replaced by a new one for the next requests. After
+    timed-out records librdkafka's idempotent producer bumps its epoch, and Tansu answers that
+    producer PRODUCER_FENCED for every record from then on: without a new producer the
+    collector would answer 503 for good after a broker outage. On any broker a new producer
+    costs only a new connection.
     """
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._timeout = settings.collector_ack_timeout_seconds
-        self._producer = TouchpointProducer(settings, message_timeout_seconds=self._timeout)
+        self._producer = self._new_producer()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _new_producer(self) -> TouchpointProducer:
+        return TouchpointProducer(self._settings, message_timeout_seconds=self._timeout)
 
     async def publish(self, events: Sequence[Touchpoint]) -> None:
-        if self._producer.in_flight + len(events) > _MAX_IN_FLIGHT:
-            raise BrokerError(f"{self._producer.in_flight} events already wait for the broker")
-        acks = [asyncio.wrap_future(self._producer.submit(event)) for event in events]
+        producer = self._producer
+        if producer.in_flight + len(events) > _MAX_IN_FLIGHT:
+            raise BrokerError(f"{producer.in_flight} events already wait for the broker")
+        acks = [asyncio.wrap_future(producer.submit(event)) for event in events]
         try:
-            await asyncio.wait_for(asyncio.gather(*acks), self._timeout + _ACK_MARGIN_SECONDS)
+            results = await asyncio.wait_for(
+                asyncio.gather(*acks, return_exceptions=True),
+                self._timeout + _ACK_MARGIN_SECONDS,
+            )
         except TimeoutError:
+            self._replace(producer)
             raise BrokerError(f"no ack from the broker within {self._timeout}s") from None
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            self._replace(producer)
+            if isinstance(failures[0], BrokerError):
+                raise failures[0]
+            raise BrokerError(f"the broker did not take the events: {failures[0]}")
+
+    def _replace(self, failed: TouchpointProducer) -> None:
+        """Use a new producer from now on; close the failed one once its records are settled."""
+        if failed is not self._producer:
+            return  # a request that failed at the same time replaced it already
+        log.warning("a delivery failed: the next requests use a new producer")
+        self._producer = self._new_producer()
+        retiring = asyncio.create_task(self._close(failed))
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._retiring)
+        await self._close(self._producer)
+
+    @staticmethod
+    async def _close(producer: TouchpointProducer) -> None:
         try:
-            await asyncio.to_thread(self._producer.close)
+            await asyncio.to_thread(producer.close)
         except BrokerError as exc:
             log.warning("closing the producer: %s", exc)
 
@@ -159,7 +196,9 @@ class Collector:
         return web.Response(body=self._touchpoint_schema, content_type="application/schema+json")
 
     def _authorize(self, request: web.Request) -> None:
-        given = request.headers.get(API_KEY_HEADER, "").encode()
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding them back the
+        # same way gives the bytes as sent, so a key that is not UTF-8 is a wrong key, not a 500
+        given = request.headers.get(API_KEY_HEADER, "").encode("utf-8", "surrogateescape")
         matched = False
         for key in self._keys:  # compare with all of them: timing tells nothing about which
             matched |= hmac.compare_digest(given, key)
@@ -176,6 +215,11 @@ class Collector:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except web.RequestPayloadError:
+            # e.g. a body that is not in the Content-Encoding it names: no JSON can be read
+            raise RejectedError(
+                400, "not_json", "the body is not JSON: it cannot be decoded as it was sent"
+            ) from None
 
     def _batch(self, document: Any) -> list[Any]:
         if isinstance(document, dict):

@@ -160,6 +160,14 @@ class JourneyProcessor:
         except JourneyRuntimeError as exc:
             await self.send_to_dead_letter(message, "journey_error", str(exc), self.outbox)
             return
+        except Exception as exc:
+            # a bug met by one customer's data must not crash the agent, which would lose the
+            # whole batch: the event is dead-lettered with the error, the others go on
+            log.exception("journey engine failed on %s", event.event_id)
+            await self.send_to_dead_letter(
+                message, "journey_error", f"{type(exc).__name__}: {exc}", self.outbox
+            )
+            return
         await self._emit(outcome)
         fired = event.payload.timer_id if event.type == "timer.fired" else None
         self._save(customer_key, outcome, fired)

@@ -214,7 +214,8 @@ def test_a_wait_until_beyond_the_calendar_is_dead_lettered_too(
             producer.send(event)
         assert producer.close() == len(events)
         _wait_for_actions(actions, expected, worker, SETTLE_TIMEOUT)
-        dead_letters.poll(1.0)
+        dead_letters.wait_for(lambda ms: len(ms) >= 1, SETTLE_TIMEOUT, "the dead letter")
+        dead_letters.poll(1.0)  # and nothing more
         assert worker.alive(), worker.log_tail()
     except AssertionError:
         emitted = {decode_action(m.value() or b"").action_id for m in actions.messages}

@@ -116,8 +116,11 @@ class JourneyProcessor:
             self._index_changes.clear()
             self._finished.clear()
             raise
-        self._states.apply(set_event)
+        # timers before states: the two changelogs are separate topics, and a crash between
+        # them must leave a timer without its state (the replayed event writes the same timer
+        # again), never a state parked on a timer that was not written (then nothing would)
         self._timers.apply(set_event)
+        self._states.apply(set_event)
         self._apply_index_changes()
         self._record(events)
 

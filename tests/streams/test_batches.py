@@ -173,5 +173,23 @@ def test_nothing_is_saved_until_the_sends_are_acked_and_a_retry_sends_the_same_i
 
 def test_each_write_is_made_in_the_context_of_the_event_that_made_it(rig: Rig) -> None:
     rig.run(batch(cart("aino", 1), cart("eero", 2)))
-    # two events processed, then the state of each and the timer of each written in turn
+    # two events processed, then the timer of each and the state of each written in turn
     assert rig.current == [0, 1, 0, 1, 0, 1]
+
+
+class WriteLog(dict[bytes, bytes]):
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.log.append(self.name)
+        super().__setitem__(key, value)
+
+
+def test_a_timer_is_written_before_the_state_that_waits_on_it(rig: Rig) -> None:
+    written: list[str] = []
+    rig.processor._timers.table = WriteLog("timer", written)
+    rig.processor._states.table = WriteLog("state", written)
+    rig.run(batch(cart("aino", 1)))
+    assert written == ["timer", "state"]

@@ -27,6 +27,7 @@ from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
 from streams._faust_fixes import install_fetch_highwaters, install_fetch_max_wait
 from streams._faust_flush import install_complete_producer_flush
+from streams._faust_gaps import install_gap_guard
 from streams._identity import (
     ABSORB,
     MERGE_INTO,
@@ -322,6 +323,7 @@ def build_app(
     install_fetch_highwaters(settings)
     install_complete_producer_flush()
     install_fetch_max_wait(settings)
+    install_gap_guard()
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.require_bootstrap().split(",")],
@@ -330,6 +332,9 @@ def build_app(
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
+        # no standby replicas: a worker that takes a partition over restores it from its
+        # changelog; with standbys, a rebalance test lost a timer the changelog held
+        table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         broker_commit_interval=settings.commit_interval_seconds,

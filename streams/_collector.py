@@ -164,6 +164,7 @@ class Collector:
         self._keys = _required_keys(settings)
         self._max_body = settings.collector_max_body_bytes
         self._max_batch = settings.collector_max_batch
+        self._body_timeout = settings.collector_body_timeout_seconds
         self._publisher = publisher
         self._metrics = metrics
         self._openapi = orjson.dumps(openapi_document())
@@ -212,7 +213,13 @@ class Collector:
         if request.content_length is not None and request.content_length > self._max_body:
             raise too_large
         try:
-            return await request.read()
+            # a client that trickles its body would hold a connection and a task for ever
+            async with asyncio.timeout(self._body_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise RejectedError(
+                408, "body_too_slow", f"the body did not arrive within {self._body_timeout:g}s"
+            ) from None
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
         except web.RequestPayloadError:

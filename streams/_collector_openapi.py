@@ -36,6 +36,7 @@ EXAMPLE_EVENT: dict[str, Any] = {
 _ERROR_CODES = {
     400: ("not_json, not_an_event, empty_batch", "The body is not JSON, not an event or empty."),
     401: ("unauthorized", "The X-API-Key header is missing or wrong."),
+    408: ("body_too_slow", "The body did not arrive within the collector's body timeout."),
     413: ("body_too_large, batch_too_large", "The body or the batch is over its limit."),
     503: (
         "broker_unavailable",

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
         float,
         Field(gt=0, le=300, description="how long a POST waits for the broker's acks before 503"),
     ] = 10.0
+    collector_body_timeout_seconds: Annotated[
+        float,
+        Field(gt=0, le=300, description="how long a client may take to send a body before 408"),
+    ] = 10.0
 
     # --- senders (`polku sender ...`): action topic in, deliveries and receipts out ---
     sender_group_id: Annotated[

@@ -7,6 +7,7 @@ publisher against a port where no broker listens.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -54,6 +55,7 @@ def _settings(**overrides: Any) -> Settings:
         "collector_max_batch": 3,
         "collector_max_body_bytes": 4096,
         "collector_ack_timeout_seconds": 1.0,
+        "collector_body_timeout_seconds": 1.0,
     }
     return Settings(**(values | overrides))
 
@@ -258,6 +260,38 @@ async def test_requests_are_counted_by_status_only(collector: Collector) -> None
     assert registry.get_sample_value("polku_collector_events_total", {"result": "accepted"}) == 1
 
 
+async def trickle(client: Client) -> tuple[int, bytes]:
+    """POST the first byte of a 100-byte body, then nothing: the status line and the body."""
+    assert client.server.host is not None
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        head = (
+            f"POST {TOUCHPOINTS_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n{API_KEY_HEADER}: {KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        # the collector's body timeout is 1 s; far longer than that means it waits for ever
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+            answer = await reader.read(4096)
+        return int(status_line.split()[1]), answer
+    finally:
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_body_that_trickles_in_is_cut_off_with_408(collector: Collector) -> None:
+    started = asyncio.get_running_loop().time()
+    status, answer = await trickle(collector.client)
+    waited = asyncio.get_running_loop().time() - started
+    assert status == 408
+    assert b'"error":"body_too_slow"' in answer
+    assert waited >= 1.0  # cut off by the body timeout, not refused at once
+    assert collector.publisher.published == []
+
+
 @pytest.mark.asyncio
 async def test_healthz(collector: Collector) -> None:
     response = await collector.client.get("/healthz")
@@ -331,6 +365,7 @@ async def test_the_described_statuses_are_the_ones_the_collector_answers(
         (event(customer={}), AUTH),
     ]:
         answered.add((await collector.post(body, headers))[0])
+    answered.add((await trickle(collector.client))[0])
     collector.publisher.broker_away = True
     answered.add((await collector.post(event()))[0])
 

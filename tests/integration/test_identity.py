@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from confluent_kafka import Producer
 
 from schemas import Action, Touchpoint, decode_action, touchpoint_from_dict
 from streams import Settings, TouchpointProducer
@@ -154,3 +156,33 @@ def test_erasure_forgets_the_customer_and_unlinks_their_aliases(running: Running
     produce(running.settings, cart({"anonymous_id": "cookie-c"}, "k-c2"))
     sent = running.wait_for_email_to("anonymous_id:cookie-c")
     assert [a for a in sent if a.customer_id == "chen"] == []
+
+
+def test_emails_and_phone_numbers_stay_out_of_the_worker_log_and_metrics(
+    running: Running,
+) -> None:
+    email, phone = "aino.private@example.com", "+358401112233"
+    produce(
+        running.settings,
+        # known by e-mail only: the e-mail is this profile's key until she logs in
+        cart({"email": email}, "k-p1"),
+        event(
+            "cart.updated",
+            {"customer_id": "pii-aino", "email": email, "phone": phone},
+            {"cart_id": "k-p1", "items": ITEMS},
+        ),
+    )
+    # a malformed event carrying both: dead-lettered, and its reason is logged
+    broken = orjson.dumps({"type": "cart.abandoned", "customer": {"email": email, "phone": phone}})
+    producer = Producer(running.settings.kafka_client_config())
+    producer.produce(running.settings.touchpoints_topic, key=email.encode(), value=broken)
+    assert producer.flush(10) == 0
+    running.wait_for_email_to("pii-aino")
+
+    metrics = running.worker.metrics()
+    assert "polku_events_dead_lettered_total" in metrics
+    log = running.worker.log_path.read_text(errors="replace")
+    assert "dead-lettered" in log  # the bad event was logged, yet without its data
+    for secret in (email, phone, phone.removeprefix("+")):
+        assert secret not in log
+        assert secret not in metrics

@@ -31,8 +31,42 @@ log = logging.getLogger("polku.consumer")
 _INSTALLED = "_polku_gap_guard"
 
 
+class DueOffsets:
+    """The next offset each input partition should deliver, and the jumps already read again.
+
+    Pure bookkeeping, so that the rule is testable without a broker: `sought` at every seek,
+    `read_again_from` for every fetched record, `reading_again` after the guard's own seek.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[TP, int] = {}
+        self._read_again: dict[TP, int] = {}
+
+    def sought(self, tp: TP, offset: int | None) -> None:
+        """The consumer now reads `tp` from `offset` (None or 0: from where the broker resets)."""
+        self._read_again.pop(tp, None)  # a new position: an earlier jump says nothing about it
+        if offset is None or offset <= 0:
+            self._due.pop(tp, None)
+        else:
+            self._due[tp] = offset
+
+    def read_again_from(self, tp: TP, offset: int) -> int | None:
+        """Where to read `tp` again from, if a record at `offset` skips records; else None."""
+        due = self._due.get(tp)
+        if due is not None and offset > due and self._read_again.get(tp) != due:
+            return due
+        # delivered: the due offset moves on (never back: Faust drops a record it has read)
+        self._read_again.pop(tp, None)
+        self._due[tp] = offset + 1 if due is None else max(due, offset + 1)
+        return None
+
+    def reading_again(self, tp: TP, offset: int) -> None:
+        """The guard sought `tp` back to `offset`: the same jump from there again is real."""
+        self._read_again[tp] = offset
+
+
 def install_gap_guard() -> None:
-    """Patch Faust's consumer so that a fetch jumping past undelivered records is re-read."""
+    """Patch Faust's consumer so that a fetch jumping past undelivered records is read again."""
     if getattr(Consumer, _INSTALLED, False):
         return
     _wrap_getmany()
@@ -40,19 +74,10 @@ def install_gap_guard() -> None:
     setattr(Consumer, _INSTALLED, True)
 
 
-def _expected(consumer: Any) -> dict[TP, int]:
-    """The next offset each partition should deliver, when known."""
-    found: dict[TP, int] | None = consumer.__dict__.get("_polku_expected")
+def _due_offsets(consumer: Any) -> DueOffsets:
+    found: DueOffsets | None = consumer.__dict__.get("_polku_due_offsets")
     if found is None:
-        found = consumer.__dict__["_polku_expected"] = {}
-    return found
-
-
-def _refetched(consumer: Any) -> dict[TP, int]:
-    """Where each partition was last sought back to because of a jump."""
-    found: dict[TP, int] | None = consumer.__dict__.get("_polku_refetched")
-    if found is None:
-        found = consumer.__dict__["_polku_refetched"] = {}
+        found = consumer.__dict__["_polku_due_offsets"] = DueOffsets()
     return found
 
 
@@ -61,31 +86,26 @@ def _wrap_getmany() -> None:
 
     # the signature of the method it replaces
     async def guarded(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109
-        expected, refetched = _expected(self), _refetched(self)
+        due = _due_offsets(self)
         sought: set[TP] = set()
         async for tp, message in getmany(self, timeout):
             if tp in sought:
                 continue  # the rest of a fetch that jumped: it comes again after the seek
-            want = expected.get(tp)
-            if (
-                want is not None
-                and message.offset > want
-                and refetched.get(tp) != want
-                and self.app.topics.acks_enabled_for(message.topic)
-            ):
-                log.warning(
-                    "%s[%s]: got offset %s where %s was due; reading again from %s",
-                    tp.topic,
-                    tp.partition,
-                    message.offset,
-                    want,
-                    want,
-                )
-                refetched[tp] = want
-                sought.add(tp)
-                await self.seek(tp, want)
-                continue
-            expected[tp] = message.offset + 1
+            if self.app.topics.acks_enabled_for(message.topic):
+                again = due.read_again_from(tp, message.offset)
+                if again is not None:
+                    log.warning(
+                        "%s[%s]: got offset %s where %s was due; reading again from %s",
+                        tp.topic,
+                        tp.partition,
+                        message.offset,
+                        again,
+                        again,
+                    )
+                    sought.add(tp)
+                    await self.seek(tp, again)
+                    due.reading_again(tp, again)
+                    continue
             yield tp, message
 
     Consumer.getmany = guarded  # type: ignore[method-assign]
@@ -97,16 +117,13 @@ def _wrap_seeks() -> None:
 
     async def guarded_seek(self: Any, partition: TP, offset: int) -> None:
         await seek(self, partition, offset)
-        _expected(self)[partition] = offset
+        _due_offsets(self).sought(partition, offset)
 
     async def guarded_seek_to_committed(self: Any) -> Mapping[TP, int]:
         committed = await seek_to_committed(self)
-        expected = _expected(self)
+        due = _due_offsets(self)
         for tp, offset in committed.items():
-            if offset is not None and offset > 0:
-                expected[tp] = offset
-            else:
-                expected.pop(tp, None)  # read from the reset position: nothing to compare
+            due.sought(tp, offset)
         return committed
 
     Consumer.seek = guarded_seek  # type: ignore[method-assign]

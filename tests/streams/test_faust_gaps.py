@@ -18,6 +18,14 @@ def deliver(due: DueOffsets, tp: TP, *offsets: int) -> list[int | None]:
     return [due.read_again_from(tp, offset) for offset in offsets]
 
 
+def read_again_after_a_jump(due: DueOffsets, tp: TP, committed: int, jump: int) -> None:
+    """A seek to `committed`, a fetch that jumps to `jump`, and the guard's seek back."""
+    due.sought(tp, committed)
+    assert due.read_again_from(tp, jump) == committed
+    due.sought(tp, committed)  # the guard's own seek
+    due.reading_again(tp, committed)
+
+
 def test_records_in_order_after_a_seek_are_delivered() -> None:
     due = DueOffsets()
     due.sought(TOUCHPOINTS, 100)
@@ -47,19 +55,13 @@ def test_a_jump_between_delivered_records_is_read_again() -> None:
 def test_the_same_jump_after_reading_again_is_a_real_gap() -> None:
     # offsets that hold no records (transaction markers, compaction) come back the same way
     due = DueOffsets()
-    due.sought(TOUCHPOINTS, 100)
-    assert due.read_again_from(TOUCHPOINTS, 105) == 100
-    due.sought(TOUCHPOINTS, 100)  # the guard's own seek
-    due.reading_again(TOUCHPOINTS, 100)
+    read_again_after_a_jump(due, TOUCHPOINTS, 100, 105)
     assert deliver(due, TOUCHPOINTS, 105, 106) == [None, None]
 
 
 def test_after_the_records_came_again_a_later_jump_is_read_again() -> None:
     due = DueOffsets()
-    due.sought(TOUCHPOINTS, 100)
-    due.read_again_from(TOUCHPOINTS, 105)
-    due.sought(TOUCHPOINTS, 100)
-    due.reading_again(TOUCHPOINTS, 100)
+    read_again_after_a_jump(due, TOUCHPOINTS, 100, 105)
     deliver(due, TOUCHPOINTS, 100, 101)
     assert due.read_again_from(TOUCHPOINTS, 130) == 102
 
@@ -68,10 +70,7 @@ def test_a_rebalance_seek_forgets_that_a_jump_was_read_again() -> None:
     # two rebalances in a row can seek to the same committed offset: the second jump is as
     # suspect as the first, and letting it through would commit past unread records
     due = DueOffsets()
-    due.sought(TOUCHPOINTS, 100)
-    due.read_again_from(TOUCHPOINTS, 120)
-    due.sought(TOUCHPOINTS, 100)
-    due.reading_again(TOUCHPOINTS, 100)
+    read_again_after_a_jump(due, TOUCHPOINTS, 100, 120)
     due.sought(TOUCHPOINTS, 100)  # the next rebalance
     assert due.read_again_from(TOUCHPOINTS, 130) == 100
 

@@ -16,7 +16,8 @@ from typing import Self
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from streams import Settings, ensure_topics, free_port
+from schemas import Touchpoint
+from streams import Settings, TouchpointProducer, ensure_topics, free_port
 from streams._topics import run_scoped
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -188,3 +189,23 @@ def wait_until_committed(settings: Settings, worker: WorkerProcess, timeout: flo
         assert worker.process.poll() is None, worker.log_tail()
         assert time.monotonic() < deadline, "the worker never committed the event"
         time.sleep(0.1)
+
+
+def wait_for(
+    condition: Callable[[], bool], why: str, timeout: float, *processes: PolkuProcess
+) -> None:
+    """Until `condition()` holds, failing at once when one of `processes` exits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for process in processes:
+            assert process.alive(), f"while waiting for {why}:\n{process.log_tail()}"
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {why}"
+        time.sleep(0.2)
+
+
+def produce(settings: Settings, *events: Touchpoint) -> None:
+    """Produce `events` in order and wait until the broker has acked every one."""
+    producer = TouchpointProducer(settings)
+    for event in events:
+        producer.send(event)
+    assert producer.close() == len(events), "the broker did not ack every event"

@@ -17,18 +17,18 @@ import pytest
 
 from journeys import Engine, load_journeys, simulate
 from schemas import (
-    CartAbandoned,
-    CartPayload,
     CustomerRef,
-    LineItem,
-    OrderPlaced,
-    OrderPlacedPayload,
-    SourceChannel,
     Touchpoint,
     decode_action,
 )
-from streams import TouchpointProducer
-from tests.integration.harness import FAST_JOURNEYS, TopicReader, WorkerProcess, isolated_settings
+from tests.integration.harness import (
+    FAST_JOURNEYS,
+    TopicReader,
+    WorkerProcess,
+    isolated_settings,
+    produce,
+)
+from tests.integration.scenarios import abandoned_cart
 
 pytestmark = pytest.mark.integration
 
@@ -42,36 +42,12 @@ SETTLE_TIMEOUT = 240.0
 def _scenario(rng: random.Random) -> list[Touchpoint]:
     """Every customer abandons a cart; a third buy before the first reminder could go out."""
     start = datetime.now(UTC)
-    items = [LineItem(sku="SKU-1", name="Trail shoe")]
     events: list[Touchpoint] = []
     for n in range(CUSTOMERS):
         phone = f"+35840{n:07d}" if rng.random() < 0.7 else None
         customer = CustomerRef(customer_id=f"chaos-{n}", phone=phone)
         at = start + timedelta(milliseconds=n)
-        events.append(
-            CartAbandoned(
-                event_id=f"cart-{n}",
-                occurred_at=at,
-                channel=SourceChannel.WEB,
-                customer=customer,
-                payload=CartPayload(cart_id=f"k{n}", items=items),
-            )
-        )
-        if n % 3 == 0:
-            events.append(
-                OrderPlaced(
-                    event_id=f"order-{n}",
-                    occurred_at=at + timedelta(milliseconds=1),
-                    channel=SourceChannel.STORE,
-                    customer=customer,
-                    payload=OrderPlacedPayload(
-                        order_id=f"o{n}",
-                        items=items,
-                        total="10",
-                        currency="EUR",
-                    ),
-                )
-            )
+        events += abandoned_cart(f"chaos-{n}", customer, at, buys=n % 3 == 0)
     return events
 
 
@@ -88,10 +64,7 @@ def test_sigkill_loop_loses_no_action_and_invents_none(
     logs.mkdir()
     worker = WorkerProcess(settings, logs / "worker-0.log").start()
     try:
-        producer = TouchpointProducer(settings)
-        for event in events:
-            producer.send(event)
-        assert producer.close() == len(events)
+        produce(settings, *events)
         for kill in range(1, KILLS + 1):
             time.sleep(SECONDS_BETWEEN_KILLS)
             reader.poll(0.1)

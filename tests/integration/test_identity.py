@@ -13,8 +13,14 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas import Action, Touchpoint, decode_action, touchpoint_from_dict
-from streams import Settings, TouchpointProducer
-from tests.integration.harness import SLOW_JOURNEYS, TopicReader, WorkerProcess, isolated_settings
+from streams import Settings
+from tests.integration.harness import (
+    SLOW_JOURNEYS,
+    TopicReader,
+    WorkerProcess,
+    isolated_settings,
+    produce,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +46,6 @@ def event(
 
 def cart(customer: dict[str, str], cart_id: str) -> Touchpoint:
     return event("cart.abandoned", customer, {"cart_id": cart_id, "items": ITEMS})
-
-
-def produce(settings: Settings, *events: Touchpoint) -> None:
-    producer = TouchpointProducer(settings)
-    for item in events:
-        producer.send(item)
-    assert producer.close() == len(events)
 
 
 def emails(reader: TopicReader) -> list[Action]:

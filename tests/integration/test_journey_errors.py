@@ -38,8 +38,13 @@ from schemas import (
     decode_touchpoint,
     encode,
 )
-from streams import TouchpointProducer
-from tests.integration.harness import REPO_ROOT, TopicReader, WorkerProcess, isolated_settings
+from tests.integration.harness import (
+    REPO_ROOT,
+    TopicReader,
+    WorkerProcess,
+    isolated_settings,
+    produce,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,10 +135,7 @@ def test_a_step_raising_for_one_customer_dead_letters_that_event_only(
     dead_letters = TopicReader(kafka_bootstrap, [settings.dead_letter_topic])
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
-        producer = TouchpointProducer(settings)
-        for event in events:
-            producer.send(event)
-        assert producer.close() == len(events)
+        produce(settings, *events)
         _wait_for_actions(actions, expected, worker, SETTLE_TIMEOUT)
         dead_letters.wait_for(
             lambda ms: len(ms) >= len(bad), SETTLE_TIMEOUT, f"{len(bad)} dead letters"
@@ -209,10 +211,7 @@ def test_a_wait_until_beyond_the_calendar_is_dead_lettered_too(
     dead_letters = TopicReader(kafka_bootstrap, [settings.dead_letter_topic])
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
-        producer = TouchpointProducer(settings)
-        for event in events:
-            producer.send(event)
-        assert producer.close() == len(events)
+        produce(settings, *events)
         _wait_for_actions(actions, expected, worker, SETTLE_TIMEOUT)
         dead_letters.wait_for(lambda ms: len(ms) >= 1, SETTLE_TIMEOUT, "the dead letter")
         dead_letters.poll(1.0)  # and nothing more

@@ -17,6 +17,7 @@ from tests.integration.harness import (
     TopicReader,
     WorkerProcess,
     isolated_settings,
+    produce,
     wait_until_committed,
 )
 
@@ -101,10 +102,7 @@ def test_one_worker_runs_every_library_journey(kafka_bootstrap: str, tmp_path: P
     reader = TopicReader(kafka_bootstrap, list(settings.action_topics.values()))
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
-        producer = TouchpointProducer(settings)
-        for event in events:
-            producer.send(event)
-        assert producer.close() == len(events)
+        produce(settings, *events)
         reader.wait_for(lambda ms: len(ms) >= len(expected), TIMEOUT, f"{len(expected)} actions")
         reader.poll(1.0)
     except BaseException:

@@ -56,7 +56,7 @@ from schemas import (
     decode_action,
     encode,
 )
-from streams import Settings, TouchpointProducer, WorkerMetrics, free_port
+from streams import Settings, WorkerMetrics, free_port
 from streams._cli_stats import ScrapeError, default_url, funnels
 from tests.deploy.grafana import RULES_DIR, panel_queries
 from tests.integration.harness import (
@@ -66,6 +66,7 @@ from tests.integration.harness import (
     TopicReader,
     WorkerProcess,
     isolated_settings,
+    produce,
 )
 from tests.streams.channels.builders import make_action
 from tests.streams.channels.servers import SmtpSink
@@ -206,13 +207,6 @@ def journeys_dir(tmp_path: Path) -> Path:
         shutil.copy(path, directory / path.name)
     (directory / "signup_fast.yaml").write_text(SIGNUP_JOURNEY)
     return directory
-
-
-def produce(settings: Settings, *events: Touchpoint) -> None:
-    producer = TouchpointProducer(settings)
-    for event in events:
-        producer.send(event)
-    assert producer.close() == len(events)
 
 
 def produce_garbage(settings: Settings) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +29,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -38,26 +36,22 @@ from pydantic import SecretStr
 
 from journeys import Engine, load_journeys, simulate
 from schemas import (
-    CartAbandoned,
-    CartPayload,
     CustomerRef,
-    LineItem,
-    OrderPlaced,
-    OrderPlacedPayload,
-    SourceChannel,
     Touchpoint,
     decode_action,
     decode_touchpoint,
     stable_id,
 )
-from streams import LocalBroker, Settings, TouchpointProducer, free_port
+from streams import LocalBroker, Settings, free_port
 from tests.integration.harness import (
     FAST_JOURNEYS,
     PolkuProcess,
     TopicReader,
     WorkerProcess,
     isolated_settings,
+    wait_for,
 )
+from tests.integration.scenarios import Paced, ScenarioProducer, abandoned_cart
 from tests.streams.channels.servers import SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -69,7 +63,6 @@ ACK_TIMEOUT = 5.0  # the collector's: how long it waits for the broker before an
 API_KEY = "outage-key"
 TIMEOUT = 120.0  # for one step of the test to happen: a failure guard only
 SETTLE_TIMEOUT = 300.0
-ITEMS = [LineItem(sku="SKU-1", name="Trail shoe", quantity=1, unit_price="89.90")]
 
 
 @pytest.fixture(scope="module")
@@ -112,93 +105,9 @@ def _customer(source: str, n: int, start: datetime) -> list[Touchpoint]:
     customer = CustomerRef(
         email=f"{source}-{n}@example.com", phone=f"{prefix}{n:07d}" if n % 2 else None
     )
-    at = start + timedelta(milliseconds=n)
-    events: list[Touchpoint] = [
-        CartAbandoned(
-            event_id=f"{source}-cart-{n}",
-            occurred_at=at,
-            channel=SourceChannel.WEB,
-            customer=customer,
-            payload=CartPayload(
-                cart_id=f"{source}-{n}",
-                items=ITEMS,
-                currency="EUR",
-                cart_url=f"https://shop.example/cart/{source}-{n}",
-            ),
-        )
-    ]
-    if n % 3 == 0:
-        events.append(
-            OrderPlaced(
-                event_id=f"{source}-order-{n}",
-                occurred_at=at + timedelta(microseconds=500),
-                channel=SourceChannel.STORE,
-                customer=customer,
-                payload=OrderPlacedPayload(
-                    order_id=f"{source}-{n}", items=ITEMS, total="89.90", currency="EUR"
-                ),
-            )
-        )
-    return events
-
-
-class Paced(threading.Thread):
-    """Calls `one(n)` for n = 0, 1, ... at `per_second` until stopped, in a thread."""
-
-    def __init__(self, name: str, per_second: float) -> None:
-        super().__init__(name=name, daemon=True)
-        self._per_second = per_second
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-        self.count = 0
-
-    def one(self, n: int) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> None:
-        """Called once the schedule is over (in the thread)."""
-
-    def run(self) -> None:
-        began = time.monotonic()
-        try:
-            for n in range(100_000):
-                if self.stopping.is_set():
-                    break
-                self.one(n)
-                self.count = n + 1
-                # the schedule, not a speed assumption: wait until the next one is due
-                self.stopping.wait(max(0.0, began + (n + 1) / self._per_second - time.monotonic()))
-            self.finish()
-        except BaseException as exc:  # re-raised by stop()
-            self.error = exc
-
-    def stop(self, timeout: float) -> None:
-        self.stopping.set()
-        if self.ident is None:
-            return  # never started
-        self.join(timeout)
-        assert not self.is_alive(), f"{self.name} did not finish in {timeout}s"
-        if self.error is not None:
-            raise self.error
-
-
-class ScenarioProducer(Paced):
-    """A channel producing straight to Kafka (confluent-kafka queues through the outage)."""
-
-    def __init__(self, settings: Settings, start: datetime) -> None:
-        super().__init__("producer", PRODUCED_PER_SECOND)
-        self._producer = TouchpointProducer(settings)
-        self._start = start
-        self.events: list[Touchpoint] = []
-        self.delivered = 0
-
-    def one(self, n: int) -> None:
-        for event in _customer("kafka", n, self._start):
-            self._producer.send(event)
-            self.events.append(event)
-
-    def finish(self) -> None:
-        self.delivered = self._producer.close()
+    return abandoned_cart(
+        f"{source}-{n}", customer, start + timedelta(milliseconds=n), buys=n % 3 == 0
+    )
 
 
 @dataclass
@@ -286,15 +195,6 @@ def wait_until_healthy(port: int, collector: PolkuProcess) -> None:
         time.sleep(0.1)
 
 
-def wait_for(condition: Any, why: str, *processes: PolkuProcess) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        for process in processes:
-            assert process.alive(), f"while waiting for {why}:\n{process.log_tail()}"
-        assert time.monotonic() < deadline, f"timed out after {TIMEOUT}s waiting for {why}"
-        time.sleep(0.2)
-
-
 def outage_settings(bootstrap: str, tmp_path: Path, smtp_port: int) -> Settings:
     return isolated_settings(
         bootstrap,
@@ -326,8 +226,8 @@ def load_through_an_outage(
         producer.start()
         poster.start()
         # the whole path works before the outage: events in, actions out, emails sent
-        wait_for(lambda: len(smtp.messages) > 0, "a first email", *processes)
-        wait_for(lambda: any(p.status == 202 for p in poster.posts), "a 202", *processes)
+        wait_for(lambda: len(smtp.messages) > 0, "a first email", TIMEOUT, *processes)
+        wait_for(lambda: any(p.status == 202 for p in poster.posts), "a 202", TIMEOUT, *processes)
 
         with Frozen(broker) as outage:
             time.sleep(OUTAGE_SECONDS)  # the outage itself: nothing to wait for
@@ -338,10 +238,13 @@ def load_through_an_outage(
         wait_for(
             lambda: any(p.status == 202 and p.sent_at > outage.resumed_at for p in poster.posts),
             "a 202 after the outage",
+            TIMEOUT,
             *processes,
         )
         produced_before = producer.count
-        wait_for(lambda: producer.count > produced_before + 20, "more production", *processes)
+        wait_for(
+            lambda: producer.count > produced_before + 20, "more production", TIMEOUT, *processes
+        )
     finally:
         poster.stop(TIMEOUT + ACK_TIMEOUT + 60)  # after its last 503s are retried and accepted
         producer.stop(TIMEOUT)
@@ -372,7 +275,9 @@ def test_a_frozen_broker_loses_nothing_and_everything_reconnects(
         )
         processes = (worker, collector, sender)
         start = datetime.now(UTC)
-        producer = ScenarioProducer(settings, start)
+        producer = ScenarioProducer(
+            settings, PRODUCED_PER_SECOND, lambda n: _customer("kafka", n, start)
+        )
         poster = ChannelPoster(f"http://127.0.0.1:{settings.collector_port}/v1/touchpoints", start)
         try:
             for process in processes:

@@ -12,10 +12,8 @@ nothing unexpected may, and the two sets are equal after dedupe on `action_id`.
 from __future__ import annotations
 
 import os
-import threading
-import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,18 +25,19 @@ from prometheus_client.samples import Sample
 
 from journeys import Engine, load_journeys, simulate
 from schemas import (
-    CartAbandoned,
-    CartPayload,
     CustomerRef,
-    LineItem,
-    OrderPlaced,
-    OrderPlacedPayload,
-    SourceChannel,
     Touchpoint,
     decode_action,
 )
-from streams import Settings, TouchpointProducer, free_port
-from tests.integration.harness import FAST_JOURNEYS, TopicReader, WorkerProcess, isolated_settings
+from streams import Settings, free_port
+from tests.integration.harness import (
+    FAST_JOURNEYS,
+    TopicReader,
+    WorkerProcess,
+    isolated_settings,
+    wait_for,
+)
+from tests.integration.scenarios import ScenarioProducer, abandoned_cart
 
 pytestmark = pytest.mark.integration
 
@@ -48,81 +47,12 @@ PHASE_TIMEOUT = 120.0  # for one worker to join and process events: a failure gu
 SETTLE_TIMEOUT = 240.0
 
 
-def _customer_events(n: int, start: datetime) -> list[Touchpoint]:
+def _customer(n: int, start: datetime) -> list[Touchpoint]:
     """One customer abandons a cart; every third buys right after (before the reminder)."""
-    items = [LineItem(sku="SKU-1", name="Trail shoe")]
     phone = f"+35850{n:07d}" if n % 4 else None
     customer = CustomerRef(customer_id=f"rebalance-{n}", phone=phone)
     at = start + timedelta(milliseconds=n)
-    events: list[Touchpoint] = [
-        CartAbandoned(
-            event_id=f"cart-{n}",
-            occurred_at=at,
-            channel=SourceChannel.WEB,
-            customer=customer,
-            payload=CartPayload(cart_id=f"k{n}", items=items),
-        )
-    ]
-    if n % 3 == 0:
-        events.append(
-            OrderPlaced(
-                event_id=f"order-{n}",
-                occurred_at=at + timedelta(microseconds=500),
-                channel=SourceChannel.STORE,
-                customer=customer,
-                payload=OrderPlacedPayload(
-                    order_id=f"o{n}", items=items, total="10", currency="EUR"
-                ),
-            )
-        )
-    return events
-
-
-class PacedProducer:
-    """Produces customers at a steady rate in a thread until stopped (or MAX_CUSTOMERS)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="paced-producer", daemon=True)
-        self.events: list[Touchpoint] = []
-        self.delivered = 0
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        producer = TouchpointProducer(self._settings)
-        try:
-            start = datetime.now(UTC)
-            began = time.monotonic()
-            for n in range(MAX_CUSTOMERS):
-                if self._stop.is_set():
-                    break
-                for event in _customer_events(n, start):
-                    producer.send(event)
-                    self.events.append(event)
-                # the schedule, not a speed assumption: sleep until customer n+1 is due
-                self._stop.wait(max(0.0, began + (n + 1) / CUSTOMERS_PER_SECOND - time.monotonic()))
-        except BaseException as exc:  # reported by stop()
-            self.error = exc
-        finally:
-            self.delivered = producer.close()
-
-    def start(self) -> PacedProducer:
-        self._thread.start()
-        return self
-
-    @property
-    def customers(self) -> int:
-        return sum(isinstance(e, CartAbandoned) for e in self.events)
-
-    def stop(self) -> list[Touchpoint]:
-        self._stop.set()
-        self._thread.join(120)
-        assert not self._thread.is_alive(), "the producer did not finish"
-        if self.error is not None:
-            raise self.error
-        assert self.delivered == len(self.events), "the broker did not ack every event"
-        return self.events
+    return abandoned_cart(f"rebalance-{n}", customer, at, buys=n % 3 == 0)
 
 
 def _samples(worker: WorkerProcess) -> list[Sample]:
@@ -146,16 +76,6 @@ def owned(worker: WorkerProcess) -> set[int]:
         for s in _samples(worker)
         if s.name == "polku_consumer_lag" and s.labels.get("topic") == topic
     }
-
-
-def wait_until(condition: Callable[[], bool], why: str, *workers: WorkerProcess) -> None:
-    deadline = time.monotonic() + PHASE_TIMEOUT
-    while not condition():
-        for worker in workers:
-            assert worker.alive(), f"{why}: a worker exited\n{worker.log_tail()}"
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {PHASE_TIMEOUT}s waiting until {why}")
-        time.sleep(0.2)
 
 
 class Group:
@@ -212,7 +132,7 @@ def test_workers_joining_leaving_and_dying_lose_no_action_and_invent_none(
     )
     assert set(emitted) == expected, f"unexpected: {unexpected[:10]}"
     print(
-        f"rebalance: {len(expected)} actions for {producer.customers} customers, "
+        f"rebalance: {len(expected)} actions for {producer.count} customers, "
         f"{len(emitted) - len(set(emitted))} duplicates deduped by action_id; "
         f"phases: {'; '.join(phases)}"
     )
@@ -220,46 +140,59 @@ def test_workers_joining_leaving_and_dying_lose_no_action_and_invent_none(
 
 def _run_the_phases(
     settings: Settings, reader: TopicReader, tmp_path: Path
-) -> tuple[PacedProducer, list[str], set[str]]:
+) -> tuple[ScenarioProducer, list[str], set[str]]:
     """Join, leave, join, crash while customers arrive; then wait for every expected action."""
-    producer = PacedProducer(settings)
+    start = datetime.now(UTC)
+    producer = ScenarioProducer(
+        settings, CUSTOMERS_PER_SECOND, lambda n: _customer(n, start), limit=MAX_CUSTOMERS
+    )
     everything = set(range(settings.partitions))
     phases: list[str] = []
 
     def phase(name: str) -> None:
-        phases.append(f"{name} ({producer.customers} customers produced)")
+        phases.append(f"{name} ({producer.count} customers produced)")
 
     with group_of_workers(settings, tmp_path) as group:
         try:
             a = group.start("a")
             producer.start()
-            wait_until(lambda: processed(a) > 0, "worker A processes events", a)
+            wait_for(lambda: processed(a) > 0, "worker A processes events", PHASE_TIMEOUT, a)
             phase("A alone")
 
             b = group.start("b")
-            wait_until(lambda: processed(b) > 0, "worker B, joining, processes events", a, b)
+            wait_for(
+                lambda: processed(b) > 0, "worker B, joining, processes events", PHASE_TIMEOUT, a, b
+            )
             assert owned(b) < everything, "B took every partition from A"
             phase("B joined A")
 
             # a graceful leave: A commits and hands its partitions over
             assert a.stop() == 0, a.log_tail()
-            wait_until(lambda: owned(b) == everything, "worker B owns every partition", b)
+            wait_for(
+                lambda: owned(b) == everything, "worker B owns every partition", PHASE_TIMEOUT, b
+            )
             b_before = processed(b)
-            wait_until(lambda: processed(b) > b_before, "worker B goes on alone", b)
+            wait_for(lambda: processed(b) > b_before, "worker B goes on alone", PHASE_TIMEOUT, b)
             phase("A stopped")
 
             c = group.start("c")
-            wait_until(lambda: processed(c) > 0, "worker C, joining, processes events", b, c)
+            wait_for(
+                lambda: processed(c) > 0, "worker C, joining, processes events", PHASE_TIMEOUT, b, c
+            )
             phase("C joined B")
 
             # a crash: nothing committed or handed over; C waits out B's session
             b.kill()
-            wait_until(lambda: owned(c) == everything, "worker C owns every partition", c)
+            wait_for(
+                lambda: owned(c) == everything, "worker C owns every partition", PHASE_TIMEOUT, c
+            )
             c_before = processed(c)
-            wait_until(lambda: processed(c) > c_before, "worker C goes on alone", c)
+            wait_for(lambda: processed(c) > c_before, "worker C goes on alone", PHASE_TIMEOUT, c)
             phase("B killed")
         finally:
-            events = producer.stop()
+            producer.stop(120)
+        assert producer.delivered == len(producer.events), "the broker did not ack every event"
+        events = producer.events
 
         wanted = simulate(Engine(load_journeys(FAST_JOURNEYS)), events).actions
         expected = {action.action_id for action in wanted}

@@ -34,6 +34,7 @@ from tests.integration.harness import (
     TopicReader,
     WorkerProcess,
     isolated_settings,
+    produce,
     wait_until_committed,
 )
 
@@ -74,13 +75,6 @@ def expected_email(journeys_dir: Path, event: Touchpoint) -> Action:
     fired = engine.advance(entered.state, timer.fired_event(timer.due_at), timer.due_at)
     assert len(fired.actions) == 1
     return fired.actions[0]
-
-
-def produce(settings: Settings, *events: Touchpoint) -> None:
-    producer = TouchpointProducer(settings)
-    for event in events:
-        producer.send(event)
-    assert producer.close() == len(events)
 
 
 def actions_for(messages: list[Message], customer_id: str) -> list[Action]:

@@ -633,11 +633,17 @@ def _kill_one_of_two(
             "a third of the events",
         )
         workers[1].kill()
-        wait_until(
-            lambda: _all_committed(settings, scale.events),
-            scale.timeout_seconds,
-            "the survivor to take over",
-        )
+        try:
+            wait_until(
+                lambda: _all_committed(settings, scale.events),
+                scale.timeout_seconds,
+                "the survivor to take over",
+            )
+        except BenchError as exc:
+            # where the survivor stopped: which partitions' commits lag behind their ends
+            raise BenchError(
+                f"{exc}; committed/end per partition: {_commit_gaps(settings)}"
+            ) from exc
         _wait_until_steady(workers[0], scale.timeout_seconds)
     finally:
         for worker in workers:
@@ -659,17 +665,33 @@ def _wait_until_steady(worker: Worker, timeout: float) -> None:
         time.sleep(_POLL)
 
 
-def _all_committed(settings: Settings, total: int) -> bool:
-    """The group's committed offsets on the customer topic cover every event."""
+def _committed(settings: Settings, with_ends: bool = False) -> list[tuple[int, int, int]]:
+    """(partition, committed offset, end offset or -1) of the group on the touchpoints topic."""
     consumer = Consumer(settings.kafka_client_config() | {"group.id": settings.app_id})
     try:
         topic = settings.touchpoints_topic
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-        committed = consumer.committed(partitions, timeout=10)
-        return sum(max(tp.offset, 0) for tp in committed) >= total
+        return [
+            (
+                tp.partition,
+                max(tp.offset, 0),
+                consumer.get_watermark_offsets(tp, timeout=10)[1] if with_ends else -1,
+            )
+            for tp in consumer.committed(partitions, timeout=10)
+        ]
     finally:
         consumer.close()
+
+
+def _all_committed(settings: Settings, total: int) -> bool:
+    """The group's committed offsets on the touchpoints topic cover every event."""
+    return sum(offset for _, offset, _ in _committed(settings)) >= total
+
+
+def _commit_gaps(settings: Settings) -> str:
+    committed = _committed(settings, with_ends=True)
+    return ", ".join(f"{partition}: {offset}/{end}" for partition, offset, end in committed)
 
 
 SCENARIOS: dict[str, Callable[[Settings, str, Path, Scale, Report], None]] = {

@@ -129,6 +129,53 @@ def test_python_errors_in_a_template_fail_the_action_not_the_sender(
     assert reason in raised.value.detail
 
 
+@pytest.mark.parametrize(
+    ("expression", "refused"),
+    [
+        ("'*' * params.rating", "'*' would build 1,000,000,000 items"),
+        ("params.rating * 'ab'", "'*' would build 2,000,000,000 items"),
+        ("[0] * params.rating", "'*' would build 1,000,000,000 items"),
+        ("2 ** params.rating", "'**' result too large"),
+        ("params.rating ** 1000", "'**' result too large"),
+    ],
+)
+def test_event_data_cannot_make_a_template_build_something_huge(
+    tmp_path: Path, expression: str, refused: str
+) -> None:
+    renderer = _renderer(
+        tmp_path, bomb=f"{{% block subject %}}{{{{ {expression} }}}}{{% endblock %}}"
+    )
+
+    with pytest.raises(TemplateError) as raised:
+        renderer.render(make_action(template="bomb", params={"rating": 10**9}), Contact())
+
+    assert raised.value.kind == "template_error"
+    assert refused in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("expression", "rendered"),
+    [
+        ("'★' * params.rating", "★★★★★"),
+        ("params.rating * 2", "10"),
+        ("params.rating ** 2", "25"),
+        ("2 ** 0.5", "1.4142135623730951"),
+        ("(-1) ** 3", "-1"),
+        ("'-' * 0", ""),
+    ],
+)
+def test_ordinary_arithmetic_still_renders(tmp_path: Path, expression: str, rendered: str) -> None:
+    blocks = "".join(
+        f"{{% block {name} %}}[{{{{ {expression} }}}}]{{% endblock %}}"
+        for name in ("subject", "text", "html")
+    )
+    renderer = _renderer(tmp_path, stars=blocks)
+
+    message = renderer.render(make_action(template="stars", params={"rating": 5}), Contact())
+
+    assert message["subject"] == f"[{rendered}]"
+
+
 def test_error_details_keep_personal_data_out(tmp_path: Path) -> None:
     renderer = _renderer(
         tmp_path, leak="{% block subject %}{{ params[params.email] }}{% endblock %}"

@@ -118,15 +118,20 @@ def test_both_environments_are_immutable_sandboxes(tmp_path: Path, autoescape: b
 def test_python_errors_in_a_template_fail_the_action_not_the_sender(
     tmp_path: Path, expression: str, reason: str
 ) -> None:
+    error = _render_failure(tmp_path, expression, params={})
+
+    assert error.kind == "template_error"
+    assert reason in error.detail
+
+
+def _render_failure(tmp_path: Path, expression: str, params: dict[str, object]) -> TemplateError:
+    """The error of rendering `expression` as an email subject."""
     renderer = _renderer(
         tmp_path, boom=f"{{% block subject %}}{{{{ {expression} }}}}{{% endblock %}}"
     )
-
     with pytest.raises(TemplateError) as raised:
-        renderer.render(make_action(template="boom"), Contact())
-
-    assert raised.value.kind == "template_error"
-    assert reason in raised.value.detail
+        renderer.render(make_action(template="boom", params=params), Contact())
+    return raised.value
 
 
 @pytest.mark.parametrize(
@@ -142,15 +147,10 @@ def test_python_errors_in_a_template_fail_the_action_not_the_sender(
 def test_event_data_cannot_make_a_template_build_something_huge(
     tmp_path: Path, expression: str, refused: str
 ) -> None:
-    renderer = _renderer(
-        tmp_path, bomb=f"{{% block subject %}}{{{{ {expression} }}}}{{% endblock %}}"
-    )
+    error = _render_failure(tmp_path, expression, params={"rating": 10**9})
 
-    with pytest.raises(TemplateError) as raised:
-        renderer.render(make_action(template="bomb", params={"rating": 10**9}), Contact())
-
-    assert raised.value.kind == "template_error"
-    assert refused in raised.value.detail
+    assert error.kind == "template_error"
+    assert refused in error.detail
 
 
 @pytest.mark.parametrize(

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition as AIOTopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from journeys import CustomerState, Engine, load_journeys
 from schemas import PolkuError, decode_touchpoint
 from streams._bench_load import Generated, mixed_events, registrations, signups
 from streams._cli_stats import ScrapeError, scrape
+from streams._faust_fixes import aiokafka_client_config, fetch_highwaters
 from streams._kafka_security import aiokafka_security_kwargs
 from streams._producer import TouchpointProducer
 from streams._settings import Settings
@@ -665,20 +667,15 @@ def _wait_until_steady(worker: Worker, timeout: float) -> None:
         time.sleep(_POLL)
 
 
-def _committed(settings: Settings, with_ends: bool = False) -> list[tuple[int, int, int]]:
-    """(partition, committed offset, end offset or -1) of the group on the touchpoints topic."""
+def _committed(settings: Settings) -> list[tuple[int, int]]:
+    """(partition, committed offset) of the group on the touchpoints topic."""
     consumer = Consumer(settings.kafka_client_config() | {"group.id": settings.app_id})
     try:
         topic = settings.touchpoints_topic
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
         return [
-            (
-                tp.partition,
-                max(tp.offset, 0),
-                consumer.get_watermark_offsets(tp, timeout=10)[1] if with_ends else -1,
-            )
-            for tp in consumer.committed(partitions, timeout=10)
+            (tp.partition, max(tp.offset, 0)) for tp in consumer.committed(partitions, timeout=10)
         ]
     finally:
         consumer.close()
@@ -686,12 +683,20 @@ def _committed(settings: Settings, with_ends: bool = False) -> list[tuple[int, i
 
 def _all_committed(settings: Settings, total: int) -> bool:
     """The group's committed offsets on the touchpoints topic cover every event."""
-    return sum(offset for _, offset, _ in _committed(settings)) >= total
+    return sum(offset for _, offset in _committed(settings)) >= total
 
 
 def _commit_gaps(settings: Settings) -> str:
-    committed = _committed(settings, with_ends=True)
-    return ", ".join(f"{partition}: {offset}/{end}" for partition, offset, end in committed)
+    """`partition: committed/end` on the touchpoints topic, the ends from fetch responses
+    (Tansu's ListOffsets("latest") is wrong: DESIGN.md)."""
+    committed = _committed(settings)
+    topic = settings.touchpoints_topic
+    listed = {AIOTopicPartition(topic, partition): offset for partition, offset in committed}
+    ends = asyncio.run(fetch_highwaters(aiokafka_client_config(settings), listed))
+    return ", ".join(
+        f"{partition}: {offset}/{ends[AIOTopicPartition(topic, partition)]}"
+        for partition, offset in committed
+    )
 
 
 SCENARIOS: dict[str, Callable[[Settings, str, Path, Scale, Report], None]] = {

@@ -70,7 +70,7 @@ def install_fetch_highwaters(settings: Settings) -> None:
     if getattr(thread_class, "_polku_fetch_highwaters", False):
         return
     listed_highwaters = thread_class._highwaters
-    client_config = _aiokafka_config(settings)
+    client_config = aiokafka_client_config(settings)
 
     async def _highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, int]:
         listed: Mapping[Any, int] = await listed_highwaters(self, partitions)
@@ -85,7 +85,7 @@ def install_fetch_highwaters(settings: Settings) -> None:
     thread_class._polku_fetch_highwaters = True
 
 
-def _aiokafka_config(settings: Settings) -> dict[str, Any]:
+def aiokafka_client_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.require_bootstrap().split(","),
         **aiokafka_security_kwargs(settings),

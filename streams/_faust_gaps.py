@@ -15,10 +15,25 @@ every record). When a fetched record lies past it, the consumer seeks back there
 rest of that fetch for the partition, so the records come again, in order. Only when the same
 jump comes back from the same offset do those offsets really hold no records, and the record is
 let through as Faust's gap.
+
+A second guard watches the commits. `polku bench` B5 (two workers, one SIGKILLed) stalled in 2
+of 13 runs: the survivor took over two partitions and processed every record on them, yet their
+commits stayed where the dead worker had left them (committed 86 and 87, acks only from 88 and
+89 on). The two records right after each committed offset were acked nowhere, so Faust, which
+commits only while its acks reach back to the committed offset, never committed there again. How
+they lost their acks was not pinned down; Faust's books allow it around a rebalance (it drops
+acked offsets when it computes a commit, before the commit is made, and records the committed
+offset whether the commit went through or not, so acks of records delivered again can be
+refused against an offset the next seek takes back). `StuckCommits` sees a partition whose acks
+have such a hole right after the committed offset, with nothing in flight that could fill it,
+at two checks running; the consumer then reads the partition again from the committed offset,
+the records fill the hole, and the commit moves on. Reading again is at-least-once: the records'
+actions come again with the same `action_id`s, which senders drop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -86,29 +101,46 @@ def _wrap_getmany() -> None:
 
     # the signature of the method it replaces
     async def guarded(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109
-        due = _due_offsets(self)
-        sought: set[TP] = set()
-        async for tp, message in getmany(self, timeout):
-            if tp in sought:
-                continue  # the rest of a fetch that jumped: it comes again after the seek
-            if self.app.topics.acks_enabled_for(message.topic):
-                again = due.read_again_from(tp, message.offset)
-                if again is not None:
-                    log.warning(
-                        "%s[%s]: got offset %s where %s was due; reading again from %s",
-                        tp.topic,
-                        tp.partition,
-                        message.offset,
-                        again,
-                        again,
-                    )
-                    sought.add(tp)
-                    await self.seek(tp, again)
-                    due.reading_again(tp, again)
-                    continue
+        async for tp, message in guard_records(self, getmany(self, timeout)):
             yield tp, message
 
     Consumer.getmany = guarded  # type: ignore[method-assign]
+
+
+async def guard_records(
+    consumer: Any, records: AsyncIterator[tuple[TP, Message]]
+) -> AsyncIterator[tuple[TP, Message]]:
+    """The records of one fetch that may go on to the streams; the others are read again."""
+    due = _due_offsets(consumer)
+    sought: set[TP] = set()
+    async for tp, message in records:
+        if tp in sought:
+            continue  # the rest of a fetch that was sought back: it comes again after the seek
+        if not consumer.app.topics.acks_enabled_for(message.topic):
+            yield tp, message  # not a stream's input (a changelog during recovery)
+            continue
+        again = _read_again_from(consumer, due, tp, message.offset)
+        if again is None:
+            yield tp, message
+            continue
+        sought.add(tp)
+        await consumer.seek(tp, again)
+        due.reading_again(tp, again)
+
+
+def _read_again_from(consumer: Any, due: DueOffsets, tp: TP, offset: int) -> int | None:
+    """Where to read `tp` again from instead of delivering the record at `offset`, if anywhere."""
+    again = due.read_again_from(tp, offset)
+    if again is not None:
+        log.warning(
+            "%s[%s]: got offset %s where %s was due; reading again from %s",
+            tp.topic,
+            tp.partition,
+            offset,
+            again,
+            again,
+        )
+    return again
 
 
 def _wrap_seeks() -> None:
@@ -128,3 +160,61 @@ def _wrap_seeks() -> None:
 
     Consumer.seek = guarded_seek  # type: ignore[method-assign]
     ThreadDelegateConsumer.seek_to_committed = guarded_seek_to_committed  # type: ignore[method-assign]
+
+
+Hole = tuple[int, int]
+
+
+class StuckCommits:
+    """Partitions whose commit cannot move: a hole in the acks right after the committed offset.
+
+    Pure bookkeeping: `observe` takes each check's holes, (committed offset, lowest acked
+    offset) per partition, and names the partitions to read again, with the offset to read
+    from: those whose hole is the same as at the check before. A hole that a record still in
+    processing will fill is not passed in; one that changes is still moving.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[TP, Hole] = {}
+
+    def observe(self, holes: Mapping[TP, Hole]) -> list[tuple[TP, int]]:
+        stuck = [(tp, hole[0]) for tp, hole in holes.items() if self._last.get(tp) == hole]
+        self._last = {tp: hole for tp, hole in holes.items() if self._last.get(tp) != hole}
+        return stuck
+
+
+def commit_holes(consumer: Any) -> dict[TP, Hole]:
+    """Faust's books: input partitions whose acks start past the offset after the committed one.
+
+    Faust itself commits only while the lowest acked offset is at most one past the committed
+    offset (`Consumer._new_offset`); a record still unacked below the lowest ack is in flight.
+    """
+    in_flight: dict[TP, int] = {}
+    for message in list(consumer._unacked_messages):
+        in_flight[message.tp] = min(message.offset, in_flight.get(message.tp, message.offset))
+    holes = {}
+    for tp, acked in list(consumer._acked.items()):
+        committed = consumer._committed_offset.get(tp)
+        if not acked or committed is None or not consumer.app.topics.acks_enabled_for(tp.topic):
+            continue
+        lowest = min(acked)
+        if lowest - committed > 1 and in_flight.get(tp, lowest) >= lowest:
+            holes[tp] = (committed, lowest)
+    return holes
+
+
+async def repair_stuck_commits_forever(consumer: Any, interval_seconds: float) -> None:
+    """Every interval: read again from the committed offset where the commit is stuck."""
+    stuck = StuckCommits()
+    log.info("watching the input partitions' commits every %.0f s", interval_seconds)
+    while True:
+        await asyncio.sleep(interval_seconds)
+        for tp, committed in stuck.observe(commit_holes(consumer)):
+            log.warning(
+                "%s[%s]: commit stuck at %s, offsets after it never acked; reading again from %s",
+                tp.topic,
+                tp.partition,
+                committed,
+                committed,
+            )
+            await consumer.seek(tp, committed)

@@ -27,7 +27,7 @@ from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
 from streams._faust_fixes import install_fetch_highwaters, install_fetch_max_wait
 from streams._faust_flush import install_complete_producer_flush
-from streams._faust_gaps import install_gap_guard
+from streams._faust_gaps import install_gap_guard, repair_stuck_commits_forever
 from streams._identity import (
     ABSORB,
     MERGE_INTO,
@@ -45,6 +45,8 @@ log = logging.getLogger("polku.worker")
 
 Clock = Callable[[], datetime]
 _TIMERS_PER_TICK = 1_000
+# a commit stuck behind never-acked offsets is read again after two such checks in a row
+_STUCK_COMMIT_CHECK_SECONDS = 5.0
 
 
 def utc_now() -> datetime:
@@ -402,6 +404,11 @@ def build_app(
         await metrics.sample_forever(app.consumer, topics, processor.index.next_due, clock)
 
     app.task(sample_metrics)
+
+    async def repair_stuck_commits() -> None:
+        await repair_stuck_commits_forever(app.consumer, _STUCK_COMMIT_CHECK_SECONDS)
+
+    app.task(repair_stuck_commits)
     return app, processor
 
 

@@ -1,14 +1,29 @@
-"""The gap guard's rule: read again from the due offset when a fetch skips records, once.
+"""The gap guard's rule: read again from the due offset when a fetch skips records, once;
+and the commit watch: read again from the committed offset when the acks after it have a hole
+that nothing in flight will fill.
 
 The guard on a real broker is exercised by tests/integration/test_rebalance.py, which lost
-actions in every run without it.
+actions in every run without it, and by `polku bench` B5 (tests/streams/test_bench.py), whose
+surviving worker's commit stalled in some runs without the watch.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 from faust.types import TP
 
-from streams._faust_gaps import DueOffsets
+from streams._faust_gaps import (
+    DueOffsets,
+    StuckCommits,
+    _due_offsets,
+    commit_holes,
+    guard_records,
+)
 
 TOUCHPOINTS = TP("touchpoints", 0)
 OTHER = TP("touchpoints", 1)
@@ -96,3 +111,118 @@ def test_partitions_are_followed_apart() -> None:
     due.sought(OTHER, 7)
     assert due.read_again_from(OTHER, 7) is None
     assert due.read_again_from(TOUCHPOINTS, 104) == 100
+
+
+CHANGELOG = TP("journey_state-changelog", 0)
+
+
+@dataclass
+class FakeConsumer:
+    """What the guards read of Faust's consumer: acking topics, its books, and seeks."""
+
+    committed: dict[TP, int] = field(default_factory=dict)
+    acked: dict[TP, list[int]] = field(default_factory=dict)
+    unacked: list[tuple[TP, int]] = field(default_factory=list)
+    seeks: list[tuple[TP, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.app = SimpleNamespace(
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == TOUCHPOINTS.topic)
+        )
+
+    @property
+    def _committed_offset(self) -> dict[TP, int]:
+        return self.committed
+
+    @property
+    def _acked(self) -> dict[TP, list[int]]:
+        return self.acked
+
+    @property
+    def _unacked_messages(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(tp=tp, offset=offset) for tp, offset in self.unacked]
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        # as the installed guard's seek does: the due offset follows every seek
+        self.seeks.append((tp, offset))
+        _due_offsets(self).sought(tp, offset)
+
+
+async def fetch(consumer: FakeConsumer, records: Iterable[tuple[TP, int]]) -> list[tuple[TP, int]]:
+    async def fetched() -> AsyncIterator[tuple[TP, Any]]:
+        for tp, offset in records:
+            yield tp, SimpleNamespace(topic=tp.topic, offset=offset)
+
+    return [(tp, message.offset) async for tp, message in guard_records(consumer, fetched())]
+
+
+@pytest.mark.asyncio
+async def test_a_jump_in_a_fetch_is_read_again_and_the_rest_of_the_fetch_dropped() -> None:
+    consumer = FakeConsumer()
+    await consumer.seek(TOUCHPOINTS, 54)
+
+    assert await fetch(consumer, [(TOUCHPOINTS, 73), (TOUCHPOINTS, 74), (OTHER, 3)]) == [(OTHER, 3)]
+    assert consumer.seeks[-1] == (TOUCHPOINTS, 54)
+    # the same jump from the same offset again: those offsets hold no records
+    assert await fetch(consumer, [(TOUCHPOINTS, 73)]) == [(TOUCHPOINTS, 73)]
+
+
+@pytest.mark.asyncio
+async def test_changelog_records_pass_unguarded() -> None:
+    # recovery reads the changelogs through the same consumer; they are no stream's input
+    consumer = FakeConsumer()
+    await consumer.seek(CHANGELOG, 5)
+
+    assert await fetch(consumer, [(CHANGELOG, 9)]) == [(CHANGELOG, 9)]
+    assert consumer.seeks == [(CHANGELOG, 5)]
+
+
+def test_a_hole_right_after_the_committed_offset_is_seen() -> None:
+    # what B5's stalled survivor held: committed 86, acks from 88 on, nothing in flight
+    consumer = FakeConsumer(committed={TOUCHPOINTS: 86}, acked={TOUCHPOINTS: [90, 88, 89]})
+    assert commit_holes(consumer) == {TOUCHPOINTS: (86, 88)}
+
+
+@pytest.mark.parametrize(
+    ("acked", "unacked"),
+    [
+        ([86, 87, 88], []),  # no hole
+        ([87, 88], []),  # Faust commits past one (its own off-by-one), so this moves
+        ([], []),  # nothing acked since the commit
+        ([88, 89], [(TOUCHPOINTS, 87)]),  # 87 still in processing: its ack will come
+    ],
+)
+def test_no_hole_while_the_commit_can_still_move(
+    acked: list[int], unacked: list[tuple[TP, int]]
+) -> None:
+    consumer = FakeConsumer(committed={TOUCHPOINTS: 86}, acked={TOUCHPOINTS: acked})
+    consumer.unacked = unacked
+    assert commit_holes(consumer) == {}
+
+
+def test_holes_only_on_stream_inputs_with_a_committed_offset() -> None:
+    consumer = FakeConsumer(committed={CHANGELOG: 3}, acked={CHANGELOG: [9], TOUCHPOINTS: [40, 41]})
+    assert commit_holes(consumer) == {}
+
+
+def test_a_hole_seen_twice_running_is_stuck() -> None:
+    stuck = StuckCommits()
+    assert stuck.observe({TOUCHPOINTS: (86, 88)}) == []
+    assert stuck.observe({TOUCHPOINTS: (86, 88), OTHER: (10, 20)}) == [(TOUCHPOINTS, 86)]
+
+
+def test_a_hole_that_moves_or_closes_is_not_stuck() -> None:
+    stuck = StuckCommits()
+    stuck.observe({TOUCHPOINTS: (86, 88)})
+    assert stuck.observe({TOUCHPOINTS: (86, 95)}) == []  # acked offsets still coming in
+    assert stuck.observe({}) == []  # filled
+    assert stuck.observe({TOUCHPOINTS: (86, 95)}) == []  # a new hole starts over
+
+
+def test_after_reading_again_the_same_hole_needs_two_more_checks() -> None:
+    # the records read again need time to arrive and be acked before the hole is judged again
+    stuck = StuckCommits()
+    stuck.observe({TOUCHPOINTS: (86, 88)})
+    assert stuck.observe({TOUCHPOINTS: (86, 88)}) == [(TOUCHPOINTS, 86)]
+    assert stuck.observe({TOUCHPOINTS: (86, 88)}) == []
+    assert stuck.observe({TOUCHPOINTS: (86, 88)}) == [(TOUCHPOINTS, 86)]

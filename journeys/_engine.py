@@ -76,6 +76,11 @@ class Engine:
             if current is None or journey.version > current.version:
                 self._latest[journey.name] = journey
         self._migrations = self._index_migrations()
+        # per event type, so that an event costs only the journeys it can concern
+        self._triggered_by: dict[str, list[Journey]] = {}
+        for journey in self._latest.values():
+            self._triggered_by.setdefault(journey.definition.trigger.event, []).append(journey)
+        self._reacts_to = {key: _reacts_to(journey) for key, journey in self._versions.items()}
 
     def _index_migrations(self) -> dict[tuple[str, int], Journey]:
         migrations = {}
@@ -110,9 +115,10 @@ class Engine:
         if isinstance(event, TimerFired):
             self._on_timer(run, event)
         else:
-            self._on_goals(run)
-            self._on_exit_events(run)
-            self._on_awaited_events(run)
+            if self._concerns_instances(run):
+                self._on_goals(run)
+                self._on_exit_events(run)
+                self._on_awaited_events(run)
             self._on_triggers(run)
         self._apply_policy(run)
         return Outcome(
@@ -164,10 +170,7 @@ class Engine:
     def _journey(self, instance: InstanceState) -> Journey:
         journey = self._versions.get((instance.journey, instance.version))
         if journey is None:
-            raise JourneyRuntimeError(
-                f"journey {instance.journey!r} version {instance.version} is not loaded, but "
-                f"instance {instance.instance_id} runs on it"
-            )
+            raise _not_loaded(instance)
         return journey
 
     def _migrate(self, run: Run) -> None:
@@ -213,6 +216,16 @@ class Engine:
                 f"{instance.instance_id} waits at {step.id!r}, which is not a wait step"
             )
 
+    def _concerns_instances(self, run: Run) -> bool:
+        """Is this event a goal, an exit or an awaited event of any running instance's journey?"""
+        concerned = False
+        for instance in run.state.instances.values():
+            reacts_to = self._reacts_to.get((instance.journey, instance.version))
+            if reacts_to is None:
+                raise _not_loaded(instance)
+            concerned = concerned or run.event_type in reacts_to
+        return concerned
+
     def _on_goals(self, run: Run) -> None:
         for instance in list(run.state.instances.values()):
             goal = self._journey(instance).definition.goal
@@ -255,10 +268,8 @@ class Engine:
             run.execute(journey, instance, step.on_event)
 
     def _on_triggers(self, run: Run) -> None:
-        for name, journey in self._latest.items():
-            trigger = journey.definition.trigger
-            if run.event_type != trigger.event:
-                continue
+        for journey in self._triggered_by.get(run.event_type, ()):
+            name, trigger = journey.name, journey.definition.trigger
             context = {"event": run.event_data, "trigger": run.event_data, "vars": {}}
             context |= {"profile": run.state.profile, "seen": {}}
             if trigger.where is not None and not evaluate(trigger.where, context):
@@ -294,7 +305,9 @@ class Engine:
             entered_at=run.now,
             trigger=run.event_data,
             seen={seen_key(run.event.type): run.event_data},
-            holdout=bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
+            # no journey holds out more than it asks for: 0 % needs no bucket
+            holdout=bool(holdout_percent)
+            and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
         )
         state = run.state
         state.instances[slot] = instance
@@ -322,6 +335,21 @@ def _awaited(step: WaitForStep, run: Run, instance: InstanceState) -> bool:
         if mine is None or resolve(path, run.event_data) != mine:
             return False
     return step.where is None or evaluate(step.where, run.context(instance))
+
+
+def _not_loaded(instance: InstanceState) -> JourneyRuntimeError:
+    return JourneyRuntimeError(
+        f"journey {instance.journey!r} version {instance.version} is not loaded, but "
+        f"instance {instance.instance_id} runs on it"
+    )
+
+
+def _reacts_to(journey: Journey) -> frozenset[str]:
+    """The event types a running instance of `journey` may react to (timers aside)."""
+    definition = journey.definition
+    awaited = [step.event for step in journey.steps.values() if isinstance(step, WaitForStep)]
+    goal = [definition.goal.event] if definition.goal else []
+    return frozenset([*goal, *(exit_on.event for exit_on in definition.exit_on), *awaited])
 
 
 def _check_migration_covers(old: Journey, new: Journey) -> None:

@@ -117,7 +117,8 @@ def decide(
 ) -> Decision:
     """The policy's verdict on one action at `now`."""
     action, requested_channel, on_cap = pending.action, pending.requested_channel, pending.on_cap
-    if bucket(action.customer_id, "global-holdout") < policy.global_holdout_percent * 100:
+    holdout = policy.global_holdout_percent
+    if holdout and bucket(action.customer_id, "global-holdout") < holdout * 100:
         return Decision("suppress", reason="global_holdout")
     channel = _channel(policy, contact, action.purpose, requested_channel, preferred)
     if channel is None:

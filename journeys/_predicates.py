@@ -6,6 +6,7 @@ The context is plain JSON data: {"event": ..., "trigger": ..., "vars": ...}. Not
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -30,6 +31,8 @@ def resolve(path: str, context: Mapping[str, Any]) -> Any:
 
 
 def _child(value: Any, part: str) -> Any:
+    if type(value) is dict:  # JSON data: the common case, without the ABC check
+        return value.get(part, _MISSING)
     if isinstance(value, Mapping):
         return value.get(part, _MISSING)
     if isinstance(value, list) and part.isdigit() and int(part) < len(value):
@@ -123,15 +126,17 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
         return _render_text(value, context)
     if isinstance(value, list):
         return [render(item, context) for item in value]
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return {key: render(item, context) for key, item in value.items()}
     return value
 
 
 def _render_text(text: str, context: Mapping[str, Any]) -> Any:
-    whole = _REFERENCE.fullmatch(text.strip())
-    if whole:
-        return resolve(whole.group(1), context)
+    if "{{" not in text:
+        return text  # plain text: nothing to fill
+    whole = _whole_reference(text)
+    if whole is not None:
+        return resolve(whole, context)
 
     def substitute(match: re.Match[str]) -> str:
         found = resolve(match.group(1), context)
@@ -141,6 +146,13 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
         return found if isinstance(found, str) else orjson.dumps(found).decode()
 
     return _REFERENCE.sub(substitute, text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_reference(text: str) -> str | None:
+    """The path when `text` is exactly one reference (journeys' texts are few: cached)."""
+    whole = _REFERENCE.fullmatch(text.strip())
+    return whole.group(1) if whole else None
 
 
 def references(value: Any) -> list[str]:

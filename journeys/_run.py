@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -55,19 +57,22 @@ class Run:
     # there, so timelines read in step order although the policy judges all sends at the end
     candidates: list[tuple[int, PendingSend]] = field(default_factory=list)
     suppressed: list[Suppression] = field(default_factory=list)
-    event_data: dict[str, Any] = field(init=False)
+    event_type: str = field(init=False)
+    triggered_by: str = field(init=False)
 
     def __post_init__(self) -> None:
         event = self.event
-        self.event_data = event.model_dump(mode="json", exclude_none=True) if event else {}
+        self.event_type = event.type if event else ""
+        self.triggered_by = event.event_id if event else "migration"
 
-    @property
-    def event_type(self) -> str:
-        return self.event.type if self.event else ""
-
-    @property
-    def triggered_by(self) -> str:
-        return self.event.event_id if self.event else "migration"
+    @cached_property
+    def event_data(self) -> dict[str, Any]:
+        """The event as JSON data, for paths and `seen`; dumped only when a journey needs it."""
+        event = self.event
+        if event is None:
+            return {}
+        data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+        return data
 
     def context(self, instance: InstanceState) -> dict[str, Any]:
         return {
@@ -86,7 +91,7 @@ class Run:
 
     def record(self, kind: str, instance: InstanceState, **details: Any) -> None:
         self.transitions.append(
-            Transition.model_validate(
+            _transition(
                 {
                     "kind": kind,
                     "journey": instance.journey,
@@ -103,7 +108,7 @@ class Run:
         """A transition about an action, whether or not its instance still runs."""
         instance = self.instance_by_id(about.instance_id)
         self.transitions.append(
-            Transition.model_validate(
+            _transition(
                 {
                     "kind": kind,
                     "journey": about.journey,
@@ -283,6 +288,12 @@ class Run:
         instance.timer_id = timer.timer_id
         instance.wake_at = due
         self.record("waiting", instance, step_id=step_id, due_at=due)
+
+
+# `Transition.model_validate` without its Python wrapper: a few per event
+_transition: Callable[[dict[str, Any]], Transition] = (
+    Transition.__pydantic_validator__.validate_python
+)
 
 
 def _choose(step: BranchStep, context: dict[str, Any]) -> str:

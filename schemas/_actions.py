@@ -58,7 +58,7 @@ def stable_id(*parts: str) -> str:
 
     The parts are length-prefixed so no two different tuples can join to the same text.
     """
-    material = "".join(f"{len(part)}:{part}" for part in parts)
+    material = "".join([f"{len(part)}:{part}" for part in parts])
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 

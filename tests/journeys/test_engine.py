@@ -155,16 +155,27 @@ def test_advance_does_not_change_the_given_state() -> None:
     assert outcome.state is not state
 
 
-def test_an_unrelated_event_does_nothing() -> None:
-    viewed = ProductViewed(
+def product_viewed() -> ProductViewed:
+    return ProductViewed(
         event_id="ev-view",
         occurred_at=NOW,
         channel=SourceChannel.APP,
         customer=CustomerRef(customer_id=CUSTOMER_ID),
         payload=ProductViewedPayload(sku="SKU-1"),
     )
-    outcome = engine().advance(fresh_state(), viewed, NOW)
+
+
+def test_an_unrelated_event_does_nothing() -> None:
+    outcome = engine().advance(fresh_state(), product_viewed(), NOW)
     assert outcome == Outcome(state=fresh_state())
+
+
+def test_an_unrelated_event_leaves_a_running_instance_as_it_was() -> None:
+    waiting = entered(engine()).state
+    outcome = engine().advance(waiting, product_viewed(), NOW + HOUR / 2)
+    assert outcome == Outcome(state=waiting)
+    assert outcome.state is not waiting
+    assert outcome.state.instances[JOURNEY] is not waiting.instances[JOURNEY]
 
 
 def test_an_empty_cart_does_not_enter() -> None:
@@ -464,3 +475,14 @@ def test_an_instance_on_an_unloaded_version_is_an_error(tmp_path: Path) -> None:
     v1_entry = entered(engine())
     with pytest.raises(JourneyRuntimeError, match="version 1 is not loaded"):
         fire(v2_only, v1_entry.state, only_timer(v1_entry))
+
+
+def test_an_instance_on_an_unloaded_version_is_an_error_whatever_the_event(
+    tmp_path: Path,
+) -> None:
+    """Also for an event no version of its journey reacts to: the engine skips journeys by
+    event type, but not the check that every running instance can go on."""
+    v2_only = Engine([load_journey_file(version_two(tmp_path))])
+    v1_entry = entered(engine())
+    with pytest.raises(JourneyRuntimeError, match="version 1 is not loaded"):
+        v2_only.advance(v1_entry.state, product_viewed(), NOW)

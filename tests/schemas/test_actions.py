@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from itertools import combinations
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -134,6 +135,29 @@ def test_a_valid_action_round_trips() -> None:
     assert action.channel is ContactChannel.EMAIL
     assert action.priority == 50
     assert decode_action(encode(action)) == action
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0.1,
+        -0.0,
+        1e16,
+        1e-7,
+        1.2345678901234568e20,
+        5e-324,
+        2**63 - 1,
+        "Åland é 😀 </script> \u2028 \x7f",
+        '\t\n\r\b\f\x00\x1f \\ "',
+        [True, None, {"nested": 12.5}],
+    ],
+)
+def test_encode_writes_the_bytes_orjson_writes_of_the_json_dump(value: Any) -> None:
+    """`encode` lets pydantic-core write the JSON: stored states, action ids and the records
+    senders read must stay byte-identical to what `orjson.dumps(model_dump(mode="json"))` wrote."""
+    action = Action.model_validate(action_fields(params={"value": value, "none": None}))
+    dumped = action.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert encode(action) == orjson.dumps(dumped)
 
 
 @pytest.mark.parametrize(

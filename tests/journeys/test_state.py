@@ -1,0 +1,71 @@
+"""`copy_state`: the working copy `advance` changes shares nothing the engine changes in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from journeys import CustomerState, InstanceState, SentAction
+from journeys._policy import SentRecord
+from journeys._state import copy_state
+from schemas import ContactChannel, encode
+
+AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def busy_state() -> CustomerState:
+    trigger = {"type": "order.placed", "payload": {"order_id": "o-1", "items": [{"sku": "A"}]}}
+    instance = InstanceState(
+        journey="post_purchase",
+        version=1,
+        instance_id="i-1",
+        slot="post_purchase#o-1",
+        step_id="awaiting_delivery",
+        entered_at=AT,
+        trigger=trigger,
+        vars={"n": 1},
+        seen={"order_placed": trigger},
+        timer_id="t-1",
+        wake_at=AT,
+        variants={"subject": "a"},
+        last_action=SentAction(action_id="a" * 32, step_id="s", channel="email", template="t"),
+    )
+    state = CustomerState(
+        customer_id="c1",
+        instances={instance.slot: instance},
+        profile={"tags": ["vip"], "timezone": "Europe/Helsinki"},
+        entries={"post_purchase": 1},
+        last_entry_at={"post_purchase": AT},
+        finished={"welcome": 1},
+    )
+    state.contact.set_consent("sms", "marketing", True)
+    state.contact.recent.append(SentRecord(channel=ContactChannel.SMS, at=AT))
+    return state
+
+
+def test_a_copy_is_equal_and_encodes_to_the_same_bytes() -> None:
+    state = busy_state()
+    copied = copy_state(state)
+    assert copied == state
+    assert encode(copied) == encode(state)
+    assert CustomerState.model_validate_json(encode(copied)) == state
+
+
+def test_changing_a_copy_the_way_the_engine_does_leaves_the_original_as_it_was() -> None:
+    state = busy_state()
+    before = encode(state)
+    copied = copy_state(state)
+    instance = copied.instances["post_purchase#o-1"]
+    instance.step_id, instance.timer_id, instance.wake_at = "after_delivery", None, None
+    instance.vars["n"] = 2
+    instance.seen["delivery_status"] = {"type": "delivery.status"}
+    instance.variants["subject"] = "b"
+    copied.instances.pop("post_purchase#o-1")
+    copied.profile["tags"] = ["vip", "reviewer"]
+    copied.entries["post_purchase"] = 2
+    copied.last_entry_at["welcome"] = AT
+    copied.finished["post_purchase"] = 1
+    copied.contact.set_consent("sms", "marketing", False)
+    copied.contact.set_consent("email", "marketing", True)
+    copied.contact.recent.clear()
+    copied.contact.deferred.clear()
+    assert encode(state) == before

@@ -194,11 +194,12 @@ class SenderLoop:
 
     async def _already_finished(self, message: Message, action: Action) -> bool:
         record = self._store.get(action.action_id)
-        if record is None or record.outcome is None or record.receipt is None:
+        if record is None or record.outcome is None:
             return False
         self._metrics.duplicates.labels(self._channel).inc()
         log.info("action %s already %s: not delivered again", action.action_id, record.outcome)
-        if not record.finalized:
+        if not record.finalized and record.receipt is not None:
+            # an outcome is recorded with its receipt, which is dropped once acked (finalized)
             status = cast(ReceiptStatus, record.outcome)
             outcome = Outcome(status, record.detail, record.attempts, record.error_kind)
             await self._publish(message, action, outcome, record.receipt)

@@ -118,9 +118,14 @@ class DedupeStore:
         )
 
     def finalize(self, action_id: str) -> None:
-        """The receipt (and dead letter) are acked: nothing about this action is left to do."""
+        """The receipt (and dead letter) are acked: nothing about this action is left to do.
+
+        The receipt is dropped then: it names the customer, and all a duplicate needs to be
+        recognised is the (opaque) action id and its outcome. What the store keeps for the
+        retention window holds no personal data, so an erasure has nothing to reach here.
+        """
         self._db.execute(
-            "UPDATE actions SET finalized = 1, updated_at = ? WHERE action_id = ?",
+            "UPDATE actions SET finalized = 1, receipt = NULL, updated_at = ? WHERE action_id = ?",
             (_now(), action_id),
         )
 

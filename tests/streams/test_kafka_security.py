@@ -35,7 +35,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import SecretStr, ValidationError
 
 from streams import ConfigError, Settings, ensure_topics, free_port, tansu_binary
-from streams._faust_fixes import _aiokafka_config, fetch_highwaters
+from streams._faust_fixes import aiokafka_client_config, fetch_highwaters
 from streams._kafka_security import aiokafka_security_kwargs, faust_credentials, ssl_context
 
 KEY_PASSWORD = "test-only-key-passphrase"
@@ -332,8 +332,8 @@ def test_aiokafka_kwargs_for_sasl_over_tls(pki: Pki) -> None:
         "sasl_plain_username": "polku",
         "sasl_plain_password": SASL_PASSWORD,
     }
-    assert _aiokafka_config(settings)["bootstrap_servers"] == ["k:1", "k:2"]
-    assert _aiokafka_config(settings)["security_protocol"] == "SASL_SSL"
+    assert aiokafka_client_config(settings)["bootstrap_servers"] == ["k:1", "k:2"]
+    assert aiokafka_client_config(settings)["security_protocol"] == "SASL_SSL"
 
 
 def test_aiokafka_kwargs_for_sasl_without_tls(pki: Pki) -> None:
@@ -617,8 +617,10 @@ async def test_confluent_and_aiokafka_produce_and_consume_over_mutual_tls(
 
     assert await _aiokafka_values(settings, topic, 2) == [b"from confluent", b"from aiokafka"]
     assert _confluent_values(settings, topic, 2) == [b"from confluent", b"from aiokafka"]
-    # the Faust recovery fix's own client, built by _aiokafka_config, over TLS too
-    highwaters = await fetch_highwaters(_aiokafka_config(settings), {TopicPartition(topic, 0): 1})
+    # the Faust recovery fix's own client, built by aiokafka_client_config, over TLS too
+    highwaters = await fetch_highwaters(
+        aiokafka_client_config(settings), {TopicPartition(topic, 0): 1}
+    )
     assert highwaters[TopicPartition(topic, 0)] == 2
     assert proxy.clients
     assert set(proxy.clients) == {CLIENT_NAME}

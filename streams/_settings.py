@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     batch_window_seconds: Annotated[
         float, Field(gt=0, le=5, description="how long an agent waits to fill a batch")
     ] = 0.005
+    table_write_buffer_bytes: Annotated[
+        int,
+        Field(
+            ge=1024 * 1024,
+            description="RocksDB memtable size per table partition (two are kept); Faust's "
+            "default of 3 x 64 MiB for each of 3 tables x partitions held a whole run's state",
+        ),
+    ] = 8 * 1024 * 1024
+    table_block_cache_bytes: Annotated[
+        int,
+        Field(ge=1024 * 1024, description="RocksDB read cache per table partition"),
+    ] = 16 * 1024 * 1024
     session_timeout_seconds: Annotated[float, Field(gt=0)] = 6.0
     heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
     commit_interval_seconds: Annotated[float, Field(gt=0)] = 1.0

@@ -352,7 +352,7 @@ def build_app(
     touchpoints = _raw_topic(app, settings.touchpoints_topic, settings.partitions)
     customers = _raw_topic(app, settings.customer_topic, settings.partitions)
     links = _raw_topic(app, settings.identity_topic, settings.partitions)
-    timers = _bytes_table(app, "timers", settings.partitions)
+    timers = _bytes_table(app, "timers", settings)
     processor = JourneyProcessor(
         settings,
         engine,
@@ -363,7 +363,7 @@ def build_app(
         action_topics={
             channel.value: _raw_topic(app, name) for channel, name in settings.action_topics.items()
         },
-        states=_bytes_table(app, "journey_state", settings.partitions),
+        states=_bytes_table(app, "journey_state", settings),
         timers=timers,
         clock=clock,
     )
@@ -371,7 +371,7 @@ def build_app(
         raw_topic=touchpoints,
         identity_topic=links,
         customer_topic=customers,
-        aliases=_bytes_table(app, "aliases", settings.partitions),
+        aliases=_bytes_table(app, "aliases", settings),
         dead_letter=processor.send_to_dead_letter,
         metrics=metrics,
         batch_max_events=settings.batch_max_events,
@@ -416,6 +416,17 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faus
     return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")
 
 
-def _bytes_table(app: faust.App, name: str, partitions: int) -> faust.types.TableT[bytes, bytes]:
+def _bytes_table(app: faust.App, name: str, settings: Settings) -> faust.types.TableT[bytes, bytes]:
     # bytes keys and values: the store keeps what `encode` wrote, no Faust codec in between
-    return app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
+    return app.Table(
+        name,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options={
+            # memory per table partition: write buffers until flushed, then the read cache
+            "write_buffer_size": settings.table_write_buffer_bytes,
+            "max_write_buffer_number": 2,
+            "block_cache_size": settings.table_block_cache_bytes,
+        },
+    )

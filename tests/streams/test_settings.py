@@ -3,8 +3,11 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from journeys import Engine
 from schemas import ContactChannel
 from streams import ConfigError, Settings
+from streams._metrics import WorkerMetrics
+from streams._worker import build_app
 
 
 def test_reads_polku_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +61,17 @@ def test_to_env_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in original.to_env().items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
+
+
+def test_table_memory_is_bounded_by_default_and_reaches_the_tables() -> None:
+    settings = Settings(kafka_bootstrap="k:1", table_write_buffer_bytes=4 * 1024 * 1024)
+    app, _ = build_app(settings, Engine([]), WorkerMetrics())
+
+    for name in ("journey_state", "timers", "aliases"):
+        options = app.tables[name].options
+        assert options is not None
+        assert options["write_buffer_size"] == 4 * 1024 * 1024
+        assert options["max_write_buffer_number"] == 2
+        assert options["block_cache_size"] == Settings().table_block_cache_bytes == 16 * 1024**2
+    with pytest.raises(ValidationError):
+        Settings(table_block_cache_bytes=1)

@@ -9,6 +9,8 @@ surviving worker's commit stalled in some runs without the watch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -23,6 +25,7 @@ from streams._faust_gaps import (
     _due_offsets,
     commit_holes,
     guard_records,
+    repair_stuck_commits_forever,
 )
 
 TOUCHPOINTS = TP("touchpoints", 0)
@@ -226,3 +229,23 @@ def test_after_reading_again_the_same_hole_needs_two_more_checks() -> None:
     assert stuck.observe({TOUCHPOINTS: (86, 88)}) == [(TOUCHPOINTS, 86)]
     assert stuck.observe({TOUCHPOINTS: (86, 88)}) == []
     assert stuck.observe({TOUCHPOINTS: (86, 88)}) == [(TOUCHPOINTS, 86)]
+
+
+@pytest.mark.asyncio
+async def test_the_watch_reads_a_stuck_partition_again_from_its_committed_offset() -> None:
+    consumer = FakeConsumer(
+        committed={TOUCHPOINTS: 86, OTHER: 10}, acked={TOUCHPOINTS: [88, 89], OTHER: [10, 11]}
+    )
+    watch = asyncio.create_task(repair_stuck_commits_forever(consumer, interval_seconds=0.01))
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if consumer.seeks:
+                break
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+    assert consumer.seeks[0] == (TOUCHPOINTS, 86)
+    assert {tp for tp, _ in consumer.seeks} == {TOUCHPOINTS}  # OTHER's commit can move

@@ -1,8 +1,9 @@
 """The pure core's cost per event, offline: decode, load the state, advance, encode the state.
 
-No broker and no worker: the engine is built as `polku worker` builds it for the benchmark (the
-journey library, the demo contact policy), the B1 mix is run through it against a plain dict of
-encoded states, and each phase is timed. `python -m streams._bench_engine` prints the figures.
+No broker and no worker: the engine is the one `polku worker` builds in the benchmark (the
+journey library, the demo contact policy, the settings' time zone), the B1 mix is run through
+it against a plain dict of encoded states, and each phase is timed.
+`python -m streams._bench_engine` prints the figures.
 """
 
 from __future__ import annotations
@@ -10,25 +11,30 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from journeys import CustomerState, Engine, load_journeys
+from journeys import CustomerState, Engine
 from schemas import decode_touchpoint, encode
 from streams._bench import BENCH_POLICY, LIBRARY
 from streams._bench_load import mixed_events
-from streams._policy_file import load_policy
+from streams._cli_journeys import worker_engine
+from streams._settings import Settings
 
 # fixed, so that a run is a pure function of its arguments
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PHASES = ("decode", "load", "advance", "encode")
 
 
-def bench_engine() -> Engine:
-    """The engine `polku worker` runs in the benchmark (settings' default time zone, UTC)."""
-    return Engine(load_journeys(LIBRARY), default_timezone="UTC", policy=load_policy(BENCH_POLICY))
+def bench_engine(settings: Settings) -> Engine:
+    """The engine a `polku bench` worker runs (`bench_settings`: the library, the demo policy)."""
+    return worker_engine(
+        settings.model_copy(update={"journeys_dir": LIBRARY, "contact_policy_file": BENCH_POLICY})
+    )
 
 
-def engine_rate(events: int = 10_000, customers: int = 2_500) -> dict[str, float]:
+def engine_rate(
+    settings: Settings, events: int = 10_000, customers: int = 2_500
+) -> dict[str, float]:
     """Events per second and µs per event (in all, and per phase) over the B1 mix."""
-    engine = bench_engine()
+    engine = bench_engine(settings)
     records = list(mixed_events(events, customers, NOW))
     states: dict[bytes, bytes] = {}
     spent = dict.fromkeys(PHASES, 0.0)
@@ -61,7 +67,7 @@ def engine_rate(events: int = 10_000, customers: int = 2_500) -> dict[str, float
 
 
 def main() -> None:
-    for name, value in engine_rate().items():
+    for name, value in engine_rate(Settings()).items():
         print(f"{name:<18} {value:>12,.1f}")
 
 

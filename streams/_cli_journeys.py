@@ -25,6 +25,7 @@ from journeys import (
 )
 from schemas import InvalidEventError, PolkuError, Touchpoint, encode, touchpoint_from_dict
 from streams._errors import ConfigError
+from streams._policy_file import load_policy
 from streams._settings import Settings
 
 
@@ -35,6 +36,15 @@ def configured_journeys(settings: Settings, directory: str | None = None) -> lis
     if settings.journeys_dir is not None:
         return load_journeys(settings.journeys_dir)
     return library_journeys()
+
+
+def worker_engine(settings: Settings) -> Engine:
+    """The engine `polku worker` runs: the configured journeys, time zone and contact policy."""
+    return Engine(
+        configured_journeys(settings),
+        default_timezone=settings.default_timezone,
+        policy=load_policy(settings.contact_policy_file),
+    )
 
 
 def _named(journeys: list[Journey], name: str, version: int | None) -> Journey:

@@ -119,28 +119,21 @@ async def guard_records(
         if not consumer.app.topics.acks_enabled_for(message.topic):
             yield tp, message  # not a stream's input (a changelog during recovery)
             continue
-        again = _read_again_from(consumer, due, tp, message.offset)
+        again = due.read_again_from(tp, message.offset)
         if again is None:
             yield tp, message
             continue
-        sought.add(tp)
-        await consumer.seek(tp, again)
-        due.reading_again(tp, again)
-
-
-def _read_again_from(consumer: Any, due: DueOffsets, tp: TP, offset: int) -> int | None:
-    """Where to read `tp` again from instead of delivering the record at `offset`, if anywhere."""
-    again = due.read_again_from(tp, offset)
-    if again is not None:
         log.warning(
             "%s[%s]: got offset %s where %s was due; reading again from %s",
             tp.topic,
             tp.partition,
-            offset,
+            message.offset,
             again,
             again,
         )
-    return again
+        sought.add(tp)
+        await consumer.seek(tp, again)
+        due.reading_again(tp, again)
 
 
 def _wrap_seeks() -> None:

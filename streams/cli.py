@@ -9,11 +9,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from journeys import Engine
 from schemas import PolkuError
 from streams._cli_bench import register as register_bench_command
 from streams._cli_channels import register as register_channel_commands
-from streams._cli_journeys import cmd_validate, configured_journeys
+from streams._cli_journeys import cmd_validate, worker_engine
 from streams._cli_journeys import register as register_journey_commands
 from streams._cli_stats import register as register_stats_command
 from streams._settings import Settings
@@ -24,15 +23,10 @@ def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from streams._metrics import WorkerMetrics
-    from streams._policy_file import load_policy
     from streams._topics import ensure_topics
     from streams._worker import build_app
 
-    engine = Engine(
-        configured_journeys(settings),
-        default_timezone=settings.default_timezone,
-        policy=load_policy(settings.contact_policy_file),
-    )
+    engine = worker_engine(settings)
     ensure_topics(settings)
     metrics = WorkerMetrics()
     if settings.metrics_port is not None:

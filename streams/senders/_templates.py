@@ -121,9 +121,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             _check_repetition(left, right)
             _check_repetition(right, left)
-            return left * right
-        _check_power(left, right)
-        return left**right
+        else:
+            _check_power(left, right)
+        return super().call_binop(context, operator, left, right)
 
 
 def _check_repetition(sequence: Any, count: Any) -> None:

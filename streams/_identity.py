@@ -32,11 +32,13 @@ from faust.types import Message
 
 from schemas import CustomerErased, InvalidEventError, Touchpoint, decode_touchpoint
 from streams._metrics import WorkerMetrics
-from streams._staging import Event, Outbox, SetEvent, StagedTable, set_current_event
+from streams._staging import Event, Outbox, SetEvent, StagedTable, process_batch
 
 log = logging.getLogger("polku.identity")
 
 DeadLetter = Callable[[Message, str, str, Outbox], Awaitable[None]]
+# (canonical customer, raw record, the record as read, its decoded touchpoint)
+Deliver = Callable[[bytes, bytes, Message, Touchpoint], Awaitable[None]]
 
 CONTROL_HEADER = "polku.control"
 LINK = "link"
@@ -73,39 +75,35 @@ class IdentityProcessor:
         aliases: Any,
         dead_letter: DeadLetter,
         metrics: WorkerMetrics,
-        batch_max_events: int = 1,
-        batch_window_seconds: float = 0.01,
+        deliver: Deliver | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
+        """`deliver` hands a resolved touchpoint on; by default to the customer topic."""
         self._raw = raw_topic
         self._links = identity_topic
         self._customers = customer_topic
         self._aliases = StagedTable(aliases)
         self._dead_letter = dead_letter
         self._metrics = metrics
-        self._batch = (batch_max_events, batch_window_seconds)
-        self.outbox = Outbox()
-
-    async def process(self, stream: Any) -> None:
-        batch_max, window = self._batch
-        async for events in stream.take_events(batch_max, within=window):
-            await self.handle_batch(events, set_current_event)
+        self._deliver = deliver or self._to_customer_topic
+        self.outbox = outbox or Outbox()
 
     async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """Resolve a batch; its alias writes are saved once every record it produced is acked."""
-        try:
-            for event in events:
-                set_event(event)
-                self._aliases.event = event
-                await self.handle(event.message)
-            await self.outbox.settle()
-        except BaseException:
-            self._aliases.discard()  # the batch will be processed again from the old aliases
-            raise
-        self._aliases.apply(set_event)
+        await process_batch(events, set_event, (self,), self.handle)
         for event in events:
             self._metrics.processed(
                 event.message.topic, event.message.partition, event.message.offset
             )
+
+    def begin(self, event: Event) -> None:
+        self._aliases.event = event
+
+    def discard(self) -> None:
+        self._aliases.discard()  # the batch will be processed again from the old aliases
+
+    def save(self, set_event: SetEvent) -> None:
+        self._aliases.apply(set_event)
 
     async def handle(self, message: Message) -> None:
         control = control_of(message)
@@ -128,6 +126,11 @@ class IdentityProcessor:
         await self._link_others(best, canonical, event)
         if isinstance(event, CustomerErased):
             await self._send(self._links, canonical, b"", control_headers(FORGET))
+        await self._deliver(canonical, raw, message, event)
+
+    async def _to_customer_topic(
+        self, canonical: bytes, raw: bytes, _message: Message, _event: Touchpoint
+    ) -> None:
         await self._send(self._customers, canonical, raw)
 
     def canonical(self, identifier: bytes) -> bytes:

@@ -78,6 +78,15 @@ class WorkerMetrics:
             "Events that arrived under another key and were re-produced keyed by customer",
             registry=reg,
         )
+        self.forwarded = Counter(
+            "polku_events_forwarded_total",
+            "Resolved touchpoints handed to the journey step, by path: direct (keyed by their "
+            "customer, nothing pending on the partition) or topic (through the customer topic)",
+            ["path"],
+            registry=reg,
+        )
+        for path in ("direct", "topic"):
+            self.forwarded.labels(path)
         self.processing = Histogram(
             "polku_event_processing_seconds",
             "Time to process one event, including waiting for its actions to be acked",
@@ -372,7 +381,7 @@ class WorkerMetrics:
             (tp.topic, tp.partition): tp for topic in topics for tp in _assignment(consumer, topic)
         }
         for key, tp in assigned.items():
-            highwater = _highwater(consumer, tp)
+            highwater = consumer_highwater(consumer, tp)
             if highwater is None:
                 continue
             position = self._next_offsets.get(key)
@@ -428,7 +437,7 @@ def _assignment(consumer: Any, topic: str) -> list[Any]:
     return [tp for tp in assignment if tp.topic == topic]
 
 
-def _highwater(consumer: Any, tp: Any) -> int | None:
+def consumer_highwater(consumer: Any, tp: Any) -> int | None:
     """None until the first fetch response for `tp`, or when a rebalance just took it away."""
     try:
         highwater = consumer.highwater(tp)

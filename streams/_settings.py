@@ -76,7 +76,13 @@ class Settings(BaseSettings):
 
     timer_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 0.1
     batch_max_events: Annotated[
-        int, Field(ge=1, le=100_000, description="records an agent processes per broker round trip")
+        int,
+        Field(
+            ge=1,
+            le=100_000,
+            description="most records the worker processes per broker round trip; a batch is "
+            "what is queued when the worker is ready, so an idle worker takes one at once",
+        ),
     ] = 1000
     producer_linger_seconds: Annotated[
         float, Field(ge=0, le=1, description="how long the worker's producer gathers a batch")
@@ -87,9 +93,6 @@ class Settings(BaseSettings):
     max_poll_records: Annotated[
         int | None, Field(ge=1, description="records per consumer fetch; unset = client default")
     ] = None
-    batch_window_seconds: Annotated[
-        float, Field(gt=0, le=5, description="how long an agent waits to fill a batch")
-    ] = 0.005
     table_write_buffer_bytes: Annotated[
         int,
         Field(

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from faust import streams as faust_streams
-from faust.types import EventT
+from faust.types import EventT, Message
 
 Event = EventT[Any]
 SetEvent = Callable[[Event | None], None]
@@ -97,3 +97,41 @@ class StagedTable:
 
     def discard(self) -> None:
         self._writes.clear()
+
+
+class BatchStage(Protocol):
+    """A step whose table writes a batch stages and saves together (see `process_batch`)."""
+
+    outbox: Outbox
+
+    def begin(self, event: Event) -> None:
+        """Stage the writes that follow under `event`."""
+
+    def discard(self) -> None:
+        """Forget the staged writes: the batch will be processed again."""
+
+    def save(self, set_event: SetEvent) -> None:
+        """Write the staged changes; the batch's records have all been acked."""
+
+
+async def process_batch(
+    events: Sequence[Event],
+    set_event: SetEvent,
+    stages: Sequence[BatchStage],
+    handle: Callable[[Message], Awaitable[None]],
+) -> None:
+    """Handle every event, wait for the acks of all they produced, and only then save."""
+    try:
+        for event in events:
+            set_event(event)
+            for stage in stages:
+                stage.begin(event)
+            await handle(event.message)
+        for stage in stages:
+            await stage.outbox.settle()
+    except BaseException:
+        for stage in stages:
+            stage.discard()
+        raise
+    for stage in stages:
+        stage.save(set_event)

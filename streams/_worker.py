@@ -4,7 +4,12 @@ Ordering per batch is what makes actions effectively-once with at-least-once pro
 decode and advance the engine for each event of a batch -> produce all their actions and wait
 for the acks -> only then write the new state and timers. A crash anywhere before the state
 write re-processes the batch from the old state and yields the same `action_id`s, which senders
-dedupe. Batches (Faust `take_events`) replace a broker round trip per event by one per batch.
+dedupe. Batches (`_faust_batches.event_batches`: what is queued) replace a broker round trip
+per event by one per batch.
+
+One agent runs both steps, identity and journeys (`Pipeline`): a touchpoint already keyed by
+its customer goes from the one to the other at once (`_shortcut`); any other takes the
+customer topic, as the architecture draws it.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import Message
+from faust.types import TP, Message
 
 from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer, merge_states
 from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
-from streams._faust_fixes import install_fetch_highwaters, install_fetch_max_wait
+from streams._faust_batches import event_batches
+from streams._faust_drain import install_direct_delivery
+from streams._faust_fixes import install_fetch_highwaters, install_fetch_max_wait, read_offset
 from streams._faust_flush import install_complete_producer_flush
 from streams._faust_gaps import install_gap_guard, repair_stuck_commits_forever
 from streams._identity import (
@@ -36,9 +43,17 @@ from streams._identity import (
     control_of,
 )
 from streams._kafka_security import faust_credentials
-from streams._metrics import WorkerMetrics
+from streams._metrics import WorkerMetrics, consumer_highwater
 from streams._settings import Settings
-from streams._staging import Event, Outbox, SetEvent, StagedTable, set_current_event
+from streams._shortcut import Backlog, Shortcut, TrackedTopic
+from streams._staging import (
+    Event,
+    Outbox,
+    SetEvent,
+    StagedTable,
+    process_batch,
+    set_current_event,
+)
 from streams._timers import DueTimeIndex
 
 log = logging.getLogger("polku.worker")
@@ -80,6 +95,7 @@ class JourneyProcessor:
         states: Any,
         timers: Any,
         clock: Clock = utc_now,
+        outbox: Outbox | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
@@ -91,41 +107,35 @@ class JourneyProcessor:
         self._states = StagedTable(states)
         self._timers = StagedTable(timers)
         self._clock = clock
-        self.outbox = Outbox()
+        self.outbox = outbox or Outbox()
         self.index = DueTimeIndex()
         self._index_changes: list[tuple[Timer | None, str | None]] = []
         self._finished: list[_Finished] = []
         metrics.declare_journeys(engine.journeys)
 
-    async def process(self, stream: Any) -> None:
-        batches = stream.take_events(
-            self._settings.batch_max_events, within=self._settings.batch_window_seconds
-        )
-        async for events in batches:
-            await self.handle_batch(events, set_current_event)
-
     async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """Advance every event, produce all their records, and once those are acked, save."""
-        try:
-            for event in events:
-                set_event(event)
-                self._states.event = self._timers.event = event
-                await self.handle(event.message)
-            await self.outbox.settle()
-        except BaseException:
-            # the batch will be processed again from the unchanged state
-            self._states.discard()
-            self._timers.discard()
-            self._index_changes.clear()
-            self._finished.clear()
-            raise
+        await process_batch(events, set_event, (self,), self.handle)
+        self.record_processed(events)
+
+    def begin(self, event: Event) -> None:
+        self._states.event = self._timers.event = event
+
+    def discard(self) -> None:
+        # the batch will be processed again from the unchanged state
+        self._states.discard()
+        self._timers.discard()
+        self._index_changes.clear()
+        self._finished.clear()
+
+    def save(self, set_event: SetEvent) -> None:
         # timers before states: the two changelogs are separate topics, and a crash between
         # them must leave a timer without its state (the replayed event writes the same timer
         # again), never a state parked on a timer that was not written (then nothing would)
         self._timers.apply(set_event)
         self._states.apply(set_event)
         self._apply_index_changes()
-        self._record(events)
+        self._record_finished()
 
     def _apply_index_changes(self) -> None:
         changes, self._index_changes = self._index_changes, []
@@ -136,13 +146,15 @@ class JourneyProcessor:
                 self.index.discard(done)
         self._metrics.timers_pending.set(len(self.index))
 
-    def _record(self, events: Sequence[Event]) -> None:
+    def _record_finished(self) -> None:
         finished, self._finished = self._finished, []
         acked = time.perf_counter()
         for item in finished:
             self._metrics.record_event(
                 item.event, item.record_timestamp, item.before, item.outcome, acked - item.started
             )
+
+    def record_processed(self, events: Sequence[Event]) -> None:
         for event in events:
             message = event.message
             self._metrics.processed(message.topic, message.partition, message.offset)
@@ -158,6 +170,10 @@ class JourneyProcessor:
         except InvalidEventError as exc:
             await self.send_to_dead_letter(message, "invalid_event", exc.reason, self.outbox)
             return
+        await self.handle_touchpoint(message, event)
+
+    async def handle_touchpoint(self, message: Message, event: Touchpoint) -> None:
+        """One decoded touchpoint, keyed by its canonical customer."""
         customer_key = message.key or event.customer.key.encode()
         started = time.perf_counter()
         try:
@@ -319,6 +335,42 @@ class JourneyProcessor:
         return Timer.model_validate_json(stored) if stored is not None else None
 
 
+class Pipeline:
+    """The worker's one agent: the identity and the journey step, over the touchpoints, the
+    identity links and the customer topic (co-partitioned), a batch at a time.
+
+    One agent, not one per step: the two steps share the journey tables once the identity
+    step hands touchpoints over directly (`_shortcut`), and a batch of either saves together.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: IdentityProcessor,
+        journeys: JourneyProcessor,
+        backlog: Backlog,
+    ) -> None:
+        self._settings = settings
+        self._identity = identity
+        self._journeys = journeys
+        self._backlog = backlog
+
+    async def process(self, stream: Any) -> None:
+        async for events in event_batches(stream, self._settings.batch_max_events):
+            await self.handle_batch(events, set_current_event)
+
+    async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
+        await process_batch(events, set_event, (self._identity, self._journeys), self._route)
+        self._journeys.record_processed(events)
+
+    async def _route(self, message: Message) -> None:
+        if message.topic == self._settings.customer_topic:
+            self._backlog.read(message.partition, message.offset)
+            await self._journeys.handle(message)
+        else:
+            await self._identity.handle(message)
+
+
 def build_app(
     settings: Settings, engine: Engine, metrics: WorkerMetrics, clock: Clock = utc_now
 ) -> tuple[faust.App, JourneyProcessor]:
@@ -326,6 +378,7 @@ def build_app(
     install_complete_producer_flush()
     install_fetch_max_wait(settings)
     install_gap_guard()
+    install_direct_delivery()
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.require_bootstrap().split(",")],
@@ -353,11 +406,18 @@ def build_app(
     customers = _raw_topic(app, settings.customer_topic, settings.partitions)
     links = _raw_topic(app, settings.identity_topic, settings.partitions)
     timers = _bytes_table(app, "timers", settings)
+    backlog = Backlog(
+        highwater=lambda p: consumer_highwater(app.consumer, TP(settings.customer_topic, p)),
+        start=lambda p: read_offset(app.consumer, TP(settings.customer_topic, p)),
+    )
+    tracked_customers = TrackedTopic(customers, settings.partitions, backlog)
+    # one outbox: the batch's records from both steps are acked together before it saves
+    outbox = Outbox()
     processor = JourneyProcessor(
         settings,
         engine,
         metrics,
-        customer_topic=customers,
+        customer_topic=tracked_customers,
         dead_letter=_raw_topic(app, settings.dead_letter_topic),
         suppressed=_raw_topic(app, settings.suppressed_topic),
         action_topics={
@@ -366,27 +426,43 @@ def build_app(
         states=_bytes_table(app, "journey_state", settings),
         timers=timers,
         clock=clock,
+        outbox=outbox,
+    )
+    shortcut = Shortcut(
+        processor.handle_touchpoint,
+        backlog,
+        tracked_customers,
+        settings.partitions,
+        outbox,
+        metrics,
     )
     identity = IdentityProcessor(
         raw_topic=touchpoints,
         identity_topic=links,
-        customer_topic=customers,
+        customer_topic=tracked_customers,
         aliases=_bytes_table(app, "aliases", settings),
         dead_letter=processor.send_to_dead_letter,
         metrics=metrics,
-        batch_max_events=settings.batch_max_events,
-        batch_window_seconds=settings.batch_window_seconds,
+        deliver=shortcut.deliver,
+        outbox=outbox,
     )
     # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
-    # channels' touchpoints and the agent's own link records: one stream, co-partitioned
-    identity_input = app.topic(
+    # channels' touchpoints, the identity links and the customer topic: one stream,
+    # co-partitioned, so a partition's records of all three are processed in one place
+    pipeline_input = app.topic(
         settings.touchpoints_topic,
         settings.identity_topic,
+        settings.customer_topic,
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.agent(identity_input, name="identity", concurrency=1)(identity.process)
-    app.agent(customers, name="journeys", concurrency=1)(processor.process)
+    pipeline = Pipeline(settings, identity, processor, backlog)
+    app.agent(pipeline_input, name="pipeline", concurrency=1)(pipeline.process)
+
+    async def forget_backlog(*_: Any, **__: Any) -> None:
+        backlog.forget()
+
+    app.on_partitions_revoked.connect(forget_backlog)
 
     async def after_recovery() -> None:
         try:

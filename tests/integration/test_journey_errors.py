@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from journeys import (
     CustomerState,
@@ -38,6 +39,7 @@ from schemas import (
     decode_touchpoint,
     encode,
 )
+from streams import Settings
 from tests.integration.harness import (
     REPO_ROOT,
     TopicReader,
@@ -109,6 +111,22 @@ def _wait_for_actions(
         reader.poll(0.5)
 
 
+def _record_at(settings: Settings, topic: str, partition: int, offset: int) -> bytes | None:
+    consumer = Consumer(
+        {"bootstrap.servers": settings.require_bootstrap(), "group.id": f"check-{uuid.uuid4()}"}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            record = consumer.poll(0.5)
+            if record is not None and not record.error():
+                return record.value()
+        return None
+    finally:
+        consumer.close()
+
+
 def _header(message: Message, name: str) -> str:
     value = dict(message.headers() or [])[name]
     assert isinstance(value, bytes)
@@ -168,8 +186,13 @@ def test_a_step_raising_for_one_customer_dead_letters_that_event_only(
         assert _header(message, "polku.error.reason") == reasons[event.event_id]
         assert "wait_for_start" in reasons[event.event_id]
         assert "trigger.payload.source" in reasons[event.event_id]
-        # where it was read from, under the canonical customer's key, with its bytes
-        assert _header(message, "polku.error.topic") == settings.customer_topic
+        # where it was read from (the touchpoints topic when the identity step handed it on
+        # directly, else the customer topic), under the canonical customer's key, its bytes
+        topic = _header(message, "polku.error.topic")
+        assert topic in (settings.touchpoints_topic, settings.customer_topic)
+        partition = int(_header(message, "polku.error.partition"))
+        offset = int(_header(message, "polku.error.offset"))
+        assert _record_at(settings, topic, partition, offset) == message.value()
         assert message.key() == event.customer.key.encode()
         assert decode_touchpoint(message.value() or b"") == event
     assert re.search(r'polku_events_dead_lettered_total\{reason="journey_error"\} 2\.0', metrics), (

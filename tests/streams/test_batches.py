@@ -1,4 +1,4 @@
-"""The journey agent's batches: staged state, sends acked before anything is saved.
+"""The worker's batches: staged state, sends acked before anything is saved; the shortcut.
 
 In-process, with dict tables and topics whose acks the test controls: what the Faust shell adds
 around this (take_events, commits, changelogs) is covered by the integration tests.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,9 +28,11 @@ from schemas import (
     encode,
 )
 from streams import Settings
+from streams._identity import IdentityProcessor
 from streams._metrics import WorkerMetrics
-from streams._staging import Event
-from streams._worker import JourneyProcessor
+from streams._shortcut import Backlog, Shortcut, TrackedTopic, partition_for
+from streams._staging import Event, Outbox
+from streams._worker import JourneyProcessor, Pipeline
 from tests.integration.harness import FAST_JOURNEYS
 
 START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -193,3 +196,124 @@ def test_a_timer_is_written_before_the_state_that_waits_on_it(rig: Rig) -> None:
     rig.processor._states.table = WriteLog("state", written)
     rig.run(batch(cart("aino", 1)))
     assert written == ["timer", "state"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker's one agent: the identity step hands touchpoints on directly or via the topic
+
+
+class CustomerTopic:
+    """The customer topic as the worker sends to it: acks at the partition's next offset."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, int, int]] = []
+        self.ends: dict[int, int] = {}
+
+    async def send(self, **kwargs: Any) -> asyncio.Future[Any]:
+        partition = kwargs["partition"]
+        offset = self.ends.get(partition, 0)
+        self.ends[partition] = offset + 1
+        self.sent.append((kwargs["key"], partition, offset))
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ack.set_result(SimpleNamespace(offset=offset))
+        return ack
+
+
+@dataclass
+class PipelineRig:
+    pipeline: Pipeline
+    states: dict[bytes, bytes]
+    customers: CustomerTopic
+    settings: Settings
+
+    def run(self, *messages: Message) -> None:
+        events: list[Any] = [FakeEvent(m) for m in messages]
+        asyncio.run(self.pipeline.handle_batch(events, lambda _: None))
+
+    def touchpoint(self, event: Touchpoint, partition: int | None = None) -> Message:
+        key = event.customer.key.encode()
+        at = partition_for(key, PARTITIONS) if partition is None else partition
+        return Message(self.settings.touchpoints_topic, at, 0, key, encode(event))
+
+    def from_customer_topic(self, key: bytes, partition: int, offset: int, value: bytes) -> Message:
+        return Message(self.settings.customer_topic, partition, offset, key, value)
+
+
+PARTITIONS = 4
+
+
+@pytest.fixture
+def pipeline() -> PipelineRig:
+    settings = Settings(partitions=PARTITIONS)
+    metrics = WorkerMetrics()
+    states: dict[bytes, bytes] = {}
+    customers = CustomerTopic()
+    # the customer topic's highwater: what this rig has sent there
+    backlog = Backlog(highwater=lambda p: customers.ends.get(p, 0), start=lambda _: 0)
+    tracked = TrackedTopic(customers, PARTITIONS, backlog)
+    outbox = Outbox()
+    journeys = JourneyProcessor(
+        settings,
+        Engine(load_journeys(FAST_JOURNEYS)),
+        metrics,
+        customer_topic=tracked,
+        dead_letter=Topic(),
+        suppressed=Topic(),
+        action_topics={name: Topic() for name in ("email", "sms", "push", "offer", "staff_task")},
+        states=states,
+        timers={},
+        clock=lambda: START,
+        outbox=outbox,
+    )
+    shortcut = Shortcut(journeys.handle_touchpoint, backlog, tracked, PARTITIONS, outbox, metrics)
+    identity = IdentityProcessor(
+        raw_topic=Topic(),
+        identity_topic=Topic(),
+        customer_topic=tracked,
+        aliases={},
+        dead_letter=journeys.send_to_dead_letter,
+        metrics=metrics,
+        deliver=shortcut.deliver,
+        outbox=outbox,
+    )
+    return PipelineRig(Pipeline(settings, identity, journeys, backlog), states, customers, settings)
+
+
+def instances(rig: PipelineRig, customer: bytes) -> list[str]:
+    if customer not in rig.states:
+        return []
+    state = CustomerState.model_validate_json(rig.states[customer])
+    return [i.journey for i in state.instances.values()]
+
+
+def test_a_touchpoint_keyed_by_its_customer_goes_to_the_journey_step_at_once(
+    pipeline: PipelineRig,
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    assert instances(pipeline, b"aino") == ["cart_fast"]
+    assert pipeline.customers.sent == []
+
+
+def test_a_touchpoint_never_overtakes_an_earlier_one_of_its_customer_on_the_topic(
+    pipeline: PipelineRig,
+) -> None:
+    home = partition_for(b"aino", PARTITIONS)
+    # a channel that partitions by another hash: the record must go round by the topic
+    pipeline.run(pipeline.touchpoint(cart("aino", 1), partition=(home + 1) % PARTITIONS))
+    assert [(key, p) for key, p, _ in pipeline.customers.sent] == [(b"aino", home)]
+    assert instances(pipeline, b"aino") == []
+    # aino's next event must queue behind it; eero, on the same partition, need not
+    pipeline.run(pipeline.touchpoint(order("aino", 2)), pipeline.touchpoint(cart("eero", 3)))
+    assert [key for key, _, _ in pipeline.customers.sent] == [b"aino", b"aino"]
+    assert instances(pipeline, b"eero") == ["cart_fast"]
+    # the journey step reads both from the topic, in order: the order ends the cart journey
+    first, second = pipeline.customers.sent
+    pipeline.run(
+        pipeline.from_customer_topic(b"aino", home, first[2], encode(cart("aino", 1))),
+        pipeline.from_customer_topic(b"aino", home, second[2], encode(order("aino", 2))),
+    )
+    assert instances(pipeline, b"aino") == []
+    # with nothing of aino's left unread, the shortcut is open to aino again
+    pipeline.run(pipeline.touchpoint(cart("aino", 4)))
+    assert len(pipeline.customers.sent) == 2
+    assert instances(pipeline, b"aino") == ["cart_fast"]

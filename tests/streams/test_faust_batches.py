@@ -1,0 +1,161 @@
+"""An agent's events in batches of what is queued, with Faust's tracking and acks around them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+import pytest
+
+from streams._faust_batches import event_batches
+
+GENERATION = 3
+
+
+@dataclass(eq=False)
+class Message:
+    topic: str
+    offset: int
+    generation_id: int = GENERATION
+    tracked: bool = False
+
+
+@dataclass(eq=False)
+class Event:
+    message: Message
+
+
+class Queue(asyncio.Queue[Event]):
+    def __init__(self) -> None:
+        super().__init__()
+        self._errors: deque[BaseException] = deque()
+
+
+@dataclass
+class Rig:
+    """A stand-in for a Faust stream, its channel, app and consumer."""
+
+    queue: Queue = field(default_factory=Queue)
+    acked: list[int] = field(default_factory=list)
+    tracked: list[int] = field(default_factory=list)
+    flow_active: bool = True
+    should_stop: bool = False
+
+    def __post_init__(self) -> None:
+        rig = self
+        self.channel = type("Channel", (), {"__aiter__": lambda _: self, "queue": self.queue})()
+        self.app = type(
+            "App",
+            (),
+            {
+                "consumer_generation_id": GENERATION,
+                "flow_control": type("Flow", (), {"is_active": lambda _: rig.flow_active})(),
+                "topics": type("Topics", (), {"acks_enabled_for": lambda _, t: t != "noack"})(),
+                "consumer": type(
+                    "Consumer", (), {"track_message": lambda _, m: rig.tracked.append(m.offset)}
+                )(),
+            },
+        )()
+
+    async def ack(self, event: Event) -> None:
+        self.acked.append(event.message.offset)
+
+    def put(self, *offsets: int, topic: str = "touchpoints", generation: int = GENERATION) -> None:
+        for offset in offsets:
+            self.queue.put_nowait(Event(Message(topic, offset, generation)))
+
+
+async def take(rig: Rig, count: int, max_events: int = 100) -> list[list[int]]:
+    batches: list[list[int]] = []
+    async for batch in event_batches(rig, max_events):
+        batches.append([event.message.offset for event in batch])
+        assert not set(batches[-1]) & set(rig.acked)  # acked only after the agent's turn
+        if len(batches) == count:
+            break
+    return batches
+
+
+def test_all_queued_events_come_as_one_batch_and_are_acked_after_it() -> None:
+    rig = Rig()
+    rig.put(0, 1, 2, 3)
+    batches = asyncio.run(take(rig, 1))
+    assert batches == [[0, 1, 2, 3]]
+    assert rig.tracked == [0, 1, 2, 3]
+
+
+def test_a_batch_holds_at_most_max_events() -> None:
+    rig = Rig()
+    rig.put(*range(5))
+
+    async def run() -> list[list[int]]:
+        return await take(rig, 3, max_events=2)
+
+    assert asyncio.run(run()) == [[0, 1], [2, 3], [4]]
+    assert rig.acked == [0, 1, 2, 3]  # the last batch is acked when the agent asks for more
+
+
+def test_an_event_arriving_alone_is_a_batch_at_once() -> None:
+    rig = Rig()
+
+    async def run() -> list[list[int]]:
+        asyncio.get_running_loop().call_later(0.01, rig.put, 7)
+        return await asyncio.wait_for(take(rig, 1), 1)
+
+    assert asyncio.run(run()) == [[7]]
+
+
+def test_events_of_an_old_generation_are_skipped_and_acked_as_faust_does() -> None:
+    rig = Rig()
+    rig.put(0, generation=GENERATION - 1)
+    rig.put(1, 2)
+    rig.put(3, generation=GENERATION - 1)
+    rig.put(4)
+
+    async def run() -> list[list[int]]:
+        asyncio.get_running_loop().call_later(0.01, rig.put, 5)
+        return await take(rig, 2)
+
+    assert asyncio.run(run()) == [[1, 2, 4], [5]]
+    assert rig.acked == [0, 1, 2, 3, 4]
+    assert rig.tracked == [1, 2, 4, 5]
+
+
+def test_no_event_is_taken_while_flow_control_is_off() -> None:
+    rig = Rig(flow_active=False)
+    rig.put(0, 1)
+
+    async def run() -> list[list[int]]:
+        asyncio.get_running_loop().call_later(0.05, setattr, rig, "flow_active", True)
+        asyncio.get_running_loop().call_later(0.06, rig.put, 2)
+        return await asyncio.wait_for(take(rig, 1), 1)
+
+    assert asyncio.run(run()) == [[2]]
+    assert rig.acked == [0, 1]
+
+
+def test_a_batch_the_agent_fails_on_is_not_acked() -> None:
+    rig = Rig()
+    rig.put(0, 1)
+
+    async def run() -> None:
+        async for _ in event_batches(rig, 10):
+            raise RuntimeError("journey step failed")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(run())
+    assert rig.acked == []
+
+
+def test_topics_without_acks_are_not_tracked() -> None:
+    rig = Rig()
+    rig.put(0, topic="noack")
+    assert asyncio.run(take(rig, 1)) == [[0]]
+    assert rig.tracked == []
+
+
+def test_an_error_thrown_into_the_channel_is_raised() -> None:
+    rig = Rig()
+    rig.queue._errors.append(KeyError("thrown"))
+    with pytest.raises(KeyError):
+        asyncio.run(take(rig, 1))

@@ -122,6 +122,7 @@ class Worker:
             (settings.data_dir / disk).mkdir(parents=True, exist_ok=True)
         self.settings = settings.model_copy(update=update)
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLKU_")}
+        self.started = time.monotonic()
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
@@ -207,9 +208,15 @@ def processed(worker: Worker) -> float:
 
 
 def measure_worker_rate(worker: Worker, total: int, timeout: float) -> tuple[float, float]:
-    """(events/s, seconds) from the first processed event to the last, read at `_POLL`."""
+    """(events/s, seconds) from the first processed event to the last, read at `_POLL`.
+
+    A run so small that the worker finished it before the first read counts from the
+    worker's start instead, its start-up included: a lower bound, not a zero."""
     first = wait_until(lambda: processed(worker) > 0, timeout, "the worker's first event")
     started_count = processed(worker)
+    if started_count >= total:
+        seconds = max(first - worker.started, 1e-9)
+        return total / seconds, seconds
     done = wait_until(lambda: processed(worker) >= total, timeout, f"{total} events processed")
     seconds = max(done - first, 1e-9)
     return (total - started_count) / seconds, seconds
@@ -630,6 +637,8 @@ def _group_rate(settings: Settings, workdir: Path, count: int, scale: Scale) -> 
 
         first = wait_until(lambda: total() > 0, scale.timeout_seconds, "the first event")
         started = total()
+        if started >= scale.events:  # all done before the first read: see measure_worker_rate
+            return scale.events / max(first - workers[0].started, 1e-9)
         done = wait_until(lambda: total() >= scale.events, scale.timeout_seconds, "all events")
         return (scale.events - started) / max(done - first, 1e-9)
     finally:

@@ -9,17 +9,15 @@ input queue held 1,500 events that it could not get at.
 `event_batches` reads the agent's channel queue itself: it waits for one event, then takes all
 that are queued (up to `max_events`) at once. A busy worker so gets large batches, an idle
 one answers an event as soon as it arrives. Per event it does the bookkeeping Faust's stream
-iterator does (see `faust/_cython/streams.pyx`), but never acks what was not processed: an
-event of an old consumer generation or while flow control is off is skipped (Faust's seek after
-the rebalance fetches it again); any other is tracked as unacked before the agent sees it, and
-acked once the agent has finished its batch. The agent stops a batch at an event that is no
-longer `still_current` and gives the rest back (`release`). A batch the agent fails on is not
-acked: its records stay uncommitted and are read again.
+iterator does (see `faust/_cython/streams.pyx`): an event of an old consumer generation or
+while flow control is off is skipped and acked; any other is tracked as unacked before the
+agent sees it, and acked once the agent has finished its batch. A batch the agent fails on
+is not acked: its records stay uncommitted and are read again.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from streams._staging import Event
@@ -40,35 +38,14 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
         batch = [event for event in queued if _admitted(app, event)]
         if batch:
             yield batch
-        pending = app.consumer._unacked_messages
-        for event in batch:
-            if event.message in pending:  # not given back with `release`
-                await stream.ack(event)
-
-
-def release(app: Any, events: Sequence[Event]) -> None:
-    """Give back events a batch did not handle: neither acked nor pending, so a rebalance need
-    not wait for them and no commit passes them; Faust's seek after it fetches them again."""
-    for event in events:
-        event.message.tracked = False
-        app.consumer._unacked_messages.discard(event.message)
-
-
-def still_current(app: Any, event: Event) -> bool:
-    """False once a rebalance has begun since `event` was fetched: Faust's stream would skip it.
-
-    A batch checks this before each of its events, so that it stops where a rebalance began
-    instead of writing state for partitions that are being handed to another worker."""
-    message = event.message
-    return bool(
-        app.flow_control.is_active() and message.generation_id == app.consumer_generation_id
-    )
+        for event in queued:
+            await stream.ack(event)
 
 
 def _admitted(app: Any, event: Event) -> bool:
     """Track the event as Faust's stream iterator does; False for one it skips."""
     message = event.message
-    if not still_current(app, event):
+    if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
         return False
     if app.topics.acks_enabled_for(message.topic) and not message.tracked:
         message.tracked = True

@@ -119,23 +119,14 @@ async def process_batch(
     set_event: SetEvent,
     stages: Sequence[BatchStage],
     handle: Callable[[Message], Awaitable[None]],
-    current: Callable[[Event], bool] | None = None,
-) -> int:
-    """Handle every event, wait for the acks of all they produced, and only then save.
-
-    `current(event)` False (a rebalance began meanwhile) stops the batch before that event:
-    what was handled is saved, the rest is left, as Faust's stream skips such an event.
-    Returns how many events were handled."""
-    handled = 0
+) -> None:
+    """Handle every event, wait for the acks of all they produced, and only then save."""
     try:
         for event in events:
-            if current is not None and not current(event):
-                break
             set_event(event)
             for stage in stages:
                 stage.begin(event)
             await handle(event.message)
-            handled += 1
         for stage in stages:
             await stage.outbox.settle()
     except BaseException:
@@ -144,4 +135,3 @@ async def process_batch(
         raise
     for stage in stages:
         stage.save(set_event)
-    return handled

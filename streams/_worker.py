@@ -30,7 +30,7 @@ from faust.types import TP, Message
 from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer, merge_states
 from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
-from streams._faust_batches import event_batches, release, still_current
+from streams._faust_batches import event_batches
 from streams._faust_drain import install_direct_delivery
 from streams._faust_fixes import install_fetch_highwaters, install_fetch_max_wait, read_offset
 from streams._faust_flush import install_complete_producer_flush
@@ -356,24 +356,12 @@ class Pipeline:
         self._backlog = backlog
 
     async def process(self, stream: Any) -> None:
-        app = stream.app
         async for events in event_batches(stream, self._settings.batch_max_events):
-            handled = await self.handle_batch(
-                events, set_current_event, lambda event: still_current(app, event)
-            )
-            release(app, events[handled:])
+            await self.handle_batch(events, set_current_event)
 
-    async def handle_batch(
-        self,
-        events: Sequence[Event],
-        set_event: SetEvent,
-        current: Callable[[Event], bool] | None = None,
-    ) -> int:
-        """Handle the batch up to an event no longer `current`; how many were handled."""
-        stages = (self._identity, self._journeys)
-        handled = await process_batch(events, set_event, stages, self._route, current)
-        self._journeys.record_processed(events[:handled])
-        return handled
+    async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
+        await process_batch(events, set_event, (self._identity, self._journeys), self._route)
+        self._journeys.record_processed(events)
 
     async def _route(self, message: Message) -> None:
         if message.topic == self._settings.customer_topic:

@@ -318,18 +318,3 @@ def test_a_touchpoint_never_overtakes_an_earlier_one_of_its_customer_on_the_topi
     pipeline.run(pipeline.touchpoint(cart("aino", 4)))
     assert len(pipeline.customers.sent) == 2
     assert instances(pipeline, b"aino") == ["cart_fast"]
-
-
-def test_a_batch_stops_where_a_rebalance_began_and_saves_what_it_handled(
-    pipeline: PipelineRig,
-) -> None:
-    first, second = pipeline.touchpoint(cart("aino", 1)), pipeline.touchpoint(cart("eero", 2))
-    second.offset = 1
-    events: list[Any] = [FakeEvent(first), FakeEvent(second)]
-    asyncio.run(
-        pipeline.pipeline.handle_batch(
-            events, lambda _: None, lambda event: event.message.offset != second.offset
-        )
-    )
-    assert instances(pipeline, b"aino") == ["cart_fast"]
-    assert instances(pipeline, b"eero") == []

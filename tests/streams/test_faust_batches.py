@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from streams._faust_batches import event_batches, release
+from streams._faust_batches import event_batches
 
 GENERATION = 3
 
@@ -32,16 +32,6 @@ class Queue(asyncio.Queue[Event]):
         self._errors: deque[BaseException] = deque()
 
 
-class FakeConsumer:
-    def __init__(self, rig: Rig) -> None:
-        self._rig = rig
-        self._unacked_messages = rig.unacked
-
-    def track_message(self, message: Message) -> None:
-        self._rig.tracked.append(message.offset)
-        self._rig.unacked.add(message)
-
-
 @dataclass
 class Rig:
     """A stand-in for a Faust stream, its channel, app and consumer."""
@@ -49,7 +39,6 @@ class Rig:
     queue: Queue = field(default_factory=Queue)
     acked: list[int] = field(default_factory=list)
     tracked: list[int] = field(default_factory=list)
-    unacked: set[Message] = field(default_factory=set)
     flow_active: bool = True
     should_stop: bool = False
 
@@ -63,13 +52,14 @@ class Rig:
                 "consumer_generation_id": GENERATION,
                 "flow_control": type("Flow", (), {"is_active": lambda _: rig.flow_active})(),
                 "topics": type("Topics", (), {"acks_enabled_for": lambda _, t: t != "noack"})(),
-                "consumer": FakeConsumer(rig),
+                "consumer": type(
+                    "Consumer", (), {"track_message": lambda _, m: rig.tracked.append(m.offset)}
+                )(),
             },
         )()
 
     async def ack(self, event: Event) -> None:
         self.acked.append(event.message.offset)
-        self.unacked.discard(event.message)
 
     def put(self, *offsets: int, topic: str = "touchpoints", generation: int = GENERATION) -> None:
         for offset in offsets:
@@ -115,7 +105,7 @@ def test_an_event_arriving_alone_is_a_batch_at_once() -> None:
     assert asyncio.run(run()) == [[7]]
 
 
-def test_events_of_an_old_generation_are_skipped_and_not_acked() -> None:
+def test_events_of_an_old_generation_are_skipped_and_acked_as_faust_does() -> None:
     rig = Rig()
     rig.put(0, generation=GENERATION - 1)
     rig.put(1, 2)
@@ -127,7 +117,7 @@ def test_events_of_an_old_generation_are_skipped_and_not_acked() -> None:
         return await take(rig, 2)
 
     assert asyncio.run(run()) == [[1, 2, 4], [5]]
-    assert rig.acked == [1, 2, 4]  # 0 and 3 come again after the rebalance's seek
+    assert rig.acked == [0, 1, 2, 3, 4]
     assert rig.tracked == [1, 2, 4, 5]
 
 
@@ -141,7 +131,7 @@ def test_no_event_is_taken_while_flow_control_is_off() -> None:
         return await asyncio.wait_for(take(rig, 1), 1)
 
     assert asyncio.run(run()) == [[2]]
-    assert rig.acked == []
+    assert rig.acked == [0, 1]
 
 
 def test_a_batch_the_agent_fails_on_is_not_acked() -> None:
@@ -169,23 +159,3 @@ def test_an_error_thrown_into_the_channel_is_raised() -> None:
     rig.queue._errors.append(KeyError("thrown"))
     with pytest.raises(KeyError):
         asyncio.run(take(rig, 1))
-
-
-def test_only_handled_events_are_acked_after_a_batch() -> None:
-    rig = Rig()
-    rig.put(0, 1, 2)
-
-    async def run() -> list[list[int]]:
-        batches: list[list[int]] = []
-        async for batch in event_batches(rig, 10):
-            batches.append([e.message.offset for e in batch])
-            if len(batches) == 1:
-                release(rig.app, batch[2:])
-                rig.put(3)
-            else:
-                break
-        return batches
-
-    assert asyncio.run(run()) == [[0, 1, 2], [3]]
-    assert rig.acked == [0, 1]
-    assert 2 not in {m.offset for m in rig.unacked}

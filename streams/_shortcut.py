@@ -16,9 +16,8 @@ the topic again until one of its records has been read.
 from __future__ import annotations
 
 import heapq
-import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -28,8 +27,6 @@ from faust.types import Message
 from schemas import Touchpoint
 from streams._metrics import WorkerMetrics
 from streams._staging import Outbox
-
-log = logging.getLogger("polku.worker")
 
 # an offset of the customer topic's partition, None when not known
 Highwater = Callable[[int], int | None]
@@ -57,14 +54,6 @@ class Backlog:
         # per partition, this worker's acked records not read yet: a heap of (offset, key)
         self._own: dict[int, list[tuple[int, bytes]]] = {}
         self._next_read: dict[int, int] = {}
-        # the customer topic's partitions this worker holds: only those are ever read here,
-        # so only sends to them are booked (the others would stay unread, booked forever)
-        self._held: frozenset[int] = frozenset()
-
-    def hold(self, partitions: Iterable[int]) -> None:
-        """A rebalance assigned these partitions of the customer topic to this worker."""
-        self._held = frozenset(partitions)
-        log.info("customer topic partitions held: %s", sorted(self._held))
 
     def sending(self, key: bytes) -> int:
         """A send of `key` begins; the token to hand back to `sent`."""
@@ -76,7 +65,7 @@ class Backlog:
         self._in_flight[key] -= 1
         if not self._in_flight[key]:
             del self._in_flight[key]
-        if offset is None or token != self._epoch or partition not in self._held:
+        if offset is None or token != self._epoch:
             return  # a failed record, if it was written after all, counts as another writer's
         if offset >= self._next_read.get(partition, 0):
             heapq.heappush(self._own.setdefault(partition, []), (offset, key))

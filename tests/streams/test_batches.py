@@ -250,7 +250,6 @@ def pipeline() -> PipelineRig:
     customers = CustomerTopic()
     # the customer topic's highwater: what this rig has sent there
     backlog = Backlog(highwater=lambda p: customers.ends.get(p, 0), start=lambda _: 0)
-    backlog.hold(range(PARTITIONS))
     tracked = TrackedTopic(customers, PARTITIONS, backlog)
     outbox = Outbox()
     journeys = JourneyProcessor(

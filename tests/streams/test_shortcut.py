@@ -33,19 +33,7 @@ class Partition:
 
 
 def backlog(partition: Partition) -> Backlog:
-    books = Backlog(highwater=lambda _: partition.highwater, start=lambda _: partition.start)
-    books.hold(range(PARTITIONS))
-    return books
-
-
-def test_sends_to_partitions_another_worker_holds_are_not_booked() -> None:
-    partition = Partition(highwater=0)
-    books = Backlog(highwater=lambda _: partition.highwater, start=lambda _: partition.start)
-    books.hold([0])
-    books.sent(b"aino", 1, 5, books.sending(b"aino"))  # never read here: must not pile up
-    assert books.is_clear(1, b"aino")
-    books.sent(b"aino", 0, 0, books.sending(b"aino"))
-    assert not books.is_clear(0, b"aino")
+    return Backlog(highwater=lambda _: partition.highwater, start=lambda _: partition.start)
 
 
 def test_nothing_is_clear_before_a_fetch_has_told_the_highwater() -> None:

@@ -24,7 +24,7 @@ safe: events for X that were forwarded before the link are processed before the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ from faust.types import Message
 
 from schemas import CustomerErased, InvalidEventError, Touchpoint, decode_touchpoint
 from streams._metrics import WorkerMetrics
-from streams._staging import Event, Outbox, SetEvent, StagedTable, process_batch
+from streams._staging import Event, Outbox, SetEvent, StagedTable
 
 log = logging.getLogger("polku.identity")
 
@@ -88,14 +88,7 @@ class IdentityProcessor:
         self._deliver = deliver or self._to_customer_topic
         self.outbox = outbox or Outbox()
 
-    async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
-        """Resolve a batch; its alias writes are saved once every record it produced is acked."""
-        await process_batch(events, set_event, (self,), self.handle)
-        for event in events:
-            self._metrics.processed(
-                event.message.topic, event.message.partition, event.message.offset
-            )
-
+    # a batch stage (`_staging.process_batch`): its alias writes are saved with the batch
     def begin(self, event: Event) -> None:
         self._aliases.event = event
 

@@ -41,6 +41,7 @@ from streams.broker import broker_bootstrap, free_port
 LIBRARY = Path(__file__).resolve().parents[1] / "journeys" / "library"
 BENCH_POLICY = Path(__file__).resolve().parent / "policies" / "demo.yaml"
 _POLL = 0.5
+_FIRST_RECORD_SECONDS = 15.0
 
 
 class BenchError(PolkuError):
@@ -424,7 +425,11 @@ def _read_actions(
                 idle_since = time.monotonic()
             if want is not None and len(found) >= want:
                 break
-            if want is None and time.monotonic() - idle_since > 2.0:
+            # idle means two quiet seconds after the first record: the consumer's own start
+            # (metadata, first fetch) can take longer than that, and an oracle read short
+            # would hide lost actions
+            quiet = time.monotonic() - idle_since
+            if want is None and quiet > (2.0 if found else _FIRST_RECORD_SECONDS):
                 break
     finally:
         consumer.close()

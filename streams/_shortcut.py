@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -54,6 +54,21 @@ class Backlog:
         # per partition, this worker's acked records not read yet: a heap of (offset, key)
         self._own: dict[int, list[tuple[int, bytes]]] = {}
         self._next_read: dict[int, int] = {}
+        # the customer topic's partitions assigned to this worker in this epoch, None until
+        # Faust says: only those are read here, so only sends to them stay booked (the
+        # others would never be read, and stay booked until the next rebalance)
+        self._held: frozenset[int] | None = None
+
+    def hold(self, partitions: Iterable[int]) -> None:
+        """Faust assigned these partitions of the customer topic: forget sends to the others.
+
+        Until this is known, every send is booked: a send booked in vain costs memory until
+        here, a send not booked could be overtaken by a direct event of the same customer.
+        """
+        self._held = frozenset(partitions)
+        for partition in [p for p in self._own if p not in self._held]:
+            for _, key in self._own.pop(partition):
+                self._unbook(key)
 
     def sending(self, key: bytes) -> int:
         """A send of `key` begins; the token to hand back to `sent`."""
@@ -67,6 +82,8 @@ class Backlog:
             del self._in_flight[key]
         if offset is None or token != self._epoch:
             return  # a failed record, if it was written after all, counts as another writer's
+        if self._held is not None and partition not in self._held:
+            return  # another worker reads it
         if offset >= self._next_read.get(partition, 0):
             heapq.heappush(self._own.setdefault(partition, []), (offset, key))
             self._unread[key] += 1
@@ -76,13 +93,17 @@ class Backlog:
         own = self._own.get(partition)
         while own and own[0][0] <= offset:
             _, key = heapq.heappop(own)
-            self._unread[key] -= 1
-            if not self._unread[key]:
-                del self._unread[key]
+            self._unbook(key)
+
+    def _unbook(self, key: bytes) -> None:
+        self._unread[key] -= 1
+        if not self._unread[key]:
+            del self._unread[key]
 
     def forget(self) -> None:
         """A rebalance: what was read before says nothing about the partitions now held."""
         self._epoch += 1
+        self._held = None
         self._next_read.clear()
         self._own.clear()
         self._unread.clear()

@@ -462,7 +462,14 @@ def build_app(
     async def forget_backlog(*_: Any, **__: Any) -> None:
         backlog.forget()
 
+    async def hold_partitions(*args: Any, **__: Any) -> None:
+        assigned: set[TP] = args[1]  # (sender, the whole new assignment)
+        held = sorted(tp.partition for tp in assigned if tp.topic == settings.customer_topic)
+        log.info("customer topic partitions held: %s", held)
+        backlog.hold(held)
+
     app.on_partitions_revoked.connect(forget_backlog)
+    app.on_partitions_assigned.connect(hold_partitions)
 
     async def after_recovery() -> None:
         try:

@@ -120,6 +120,34 @@ def test_a_rebalance_forgets_what_was_read_and_acks_that_were_on_the_way() -> No
     assert books.is_clear(0, b"aino")
 
 
+def test_sends_are_booked_until_the_assignment_is_known_then_only_to_held_partitions() -> None:
+    partition = Partition(highwater=0)
+    books = backlog(partition)
+    books.sent(b"aino", 0, 0, books.sending(b"aino"))
+    books.sent(b"eero", 1, 0, books.sending(b"eero"))  # before the assignment: booked too
+    assert not books.is_clear(0, b"aino")
+    assert not books.is_clear(1, b"eero")
+    books.hold([0])  # another worker reads partition 1: its book would never empty
+    assert not books.is_clear(0, b"aino")
+    assert books.is_clear(1, b"eero")
+    books.sent(b"eero", 1, 1, books.sending(b"eero"))
+    assert books.is_clear(1, b"eero")
+    books.forget()  # the next epoch's assignment is not known yet: book everything again
+    partition.highwater = 2
+    books.read(1, 1)
+    books.sent(b"eero", 1, 2, books.sending(b"eero"))
+    assert not books.is_clear(1, b"eero")
+
+
+def test_a_customer_in_flight_waits_even_on_a_partition_another_worker_holds() -> None:
+    books = backlog(Partition(highwater=0))
+    books.hold([0])
+    token = books.sending(b"eero")
+    assert not books.is_clear(1, b"eero")
+    books.sent(b"eero", 1, 0, token)
+    assert books.is_clear(1, b"eero")
+
+
 class FakeFaustTopic:
     """Acks every send at the next offset of its partition."""
 

@@ -69,12 +69,12 @@ class StagedTable:
         self.table = table
         self.event: Event | None = None
         self._writes: dict[bytes, tuple[bytes | None, Event | None]] = {}
+        self._read = partition_reader(table)
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._writes:
             return self._writes[key][0]
-        stored = self.table.get(key)
-        return bytes(stored) if stored is not None else None
+        return self._read(key, self.event)
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None
@@ -92,11 +92,43 @@ class StagedTable:
             set_event(event)
             if value is not None:
                 self.table[key] = value
-            elif key in self.table:
+            elif self._read(key, event) is not None:
                 del self.table[key]  # a tombstone in the changelog
 
     def discard(self) -> None:
         self._writes.clear()
+
+
+def partition_reader(table: Any) -> Callable[[bytes, Event | None], bytes | None]:
+    """Reads a key of a table as Faust would in `event`'s context, without Faust's layers.
+
+    A Faust table read passes the table's mapping layers, the store's serializer and its
+    key-to-partition cache (a locked LRU) before it reaches RocksDB: ~10 % of the worker's time
+    in B1, at three reads per event. For a partitioned RocksDB table with raw keys (every
+    table here), Faust's own read in an event's context is exactly a get on the database of
+    the event's partition, which this does directly; any other read goes through Faust.
+    """
+
+    def through_faust(key: bytes, _event: Event | None) -> bytes | None:
+        stored = table.get(key)
+        return bytes(stored) if stored is not None else None
+
+    database_of = getattr(getattr(table, "data", None), "_db_for_partition", None)
+    plain = (
+        getattr(table, "key_serializer", None) == "raw"
+        and not getattr(table, "is_global", True)
+        and not getattr(table, "use_partitioner", True)
+    )
+    if database_of is None or not plain:
+        return through_faust
+
+    def direct(key: bytes, event: Event | None) -> bytes | None:
+        if event is None:
+            return through_faust(key, event)
+        stored = database_of(event.message.partition).get(key)
+        return bytes(stored) if stored is not None else None
+
+    return direct
 
 
 class BatchStage(Protocol):

@@ -70,6 +70,21 @@ class CustomerState(BaseModel):
     contact: ContactState = Field(default_factory=ContactState)
     erased: bool = False
 
+    def is_blank(self) -> bool:
+        """Nothing is remembered of the customer but the id (the state need not be stored).
+
+        Equal to `self == CustomerState(customer_id=self.customer_id)`, without building and
+        comparing a whole model per event (3 % of a worker's time).
+        """
+        return all(
+            value == _BLANK_FIELDS[name]
+            for name, value in self.__dict__.items()
+            if name != "customer_id"
+        )
+
+
+_BLANK_FIELDS = CustomerState(customer_id="").__dict__
+
 
 def copy_state(state: CustomerState) -> CustomerState:
     """A copy the engine may change freely.

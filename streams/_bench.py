@@ -457,6 +457,7 @@ def bench_timers(
         rss = worker.peak_rss_bytes()
     finally:
         worker.stop()
+    stopped = time.monotonic()
     restarted = Worker(settings, workdir / "b3-worker-2.log")
     try:
         wait_until(
@@ -464,7 +465,11 @@ def bench_timers(
             scale.timeout_seconds,
             "the timers after the restart",
         )
-        lags = _reminder_lags(settings, due, scale.burst, scale.timeout_seconds + 60)
+        restart_seconds = time.monotonic() - stopped
+        # the lag is the firing's, from when the timers were due on a running worker: a restart
+        # that outlasts the due time (a million timers' state to open) is reported on its own
+        ready = datetime.now(UTC)
+        lags = _reminder_lags(settings, max(due, ready), scale.burst, scale.timeout_seconds + 60)
         time.sleep(2.0)  # a second firing of any timer would show up here
         # read to the end: behind the reminders lie all the welcome actions (a million at full
         # size, more than a 30 s read reached, which counted every reminder as lost)
@@ -488,11 +493,19 @@ def bench_timers(
         )
     )
     report.add(Row("B3", "time to register them", f"{seconds:.1f} s ({waiting / seconds:,.0f}/s)"))
-    lag_ms = [1000 * lag for lag in lags]
     report.add(
         Row(
             "B3",
-            f"{scale.burst:,} due in one second: lag p50/p99",
+            "restart: stop to every timer back in the index",
+            f"{restart_seconds:.1f} s" + (" (after the burst was due)" if ready > due else ""),
+        )
+    )
+    lag_ms = [1000 * lag for lag in lags]
+    since = "from the restart" if ready > due else "from the due time"
+    report.add(
+        Row(
+            "B3",
+            f"{scale.burst:,} due in one second: lag p50/p99 {since}",
             f"{percentile(lag_ms, 0.5):,.0f} / {percentile(lag_ms, 0.99):,.0f} ms",
             "",
             "",

@@ -58,6 +58,9 @@ class WorkerMetrics:
         self._next_offsets: dict[tuple[str, int], int] = {}
         self._lag_series: set[tuple[str, int]] = set()
         self._last_sample_error: str | None = None
+        # labelled series by (metric, label values): `labels()` takes a lock and checks its
+        # arguments, several times per event
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def _define_event_metrics(self) -> None:
         reg = self.registry
@@ -241,6 +244,12 @@ class WorkerMetrics:
 
     # --- per event --------------------------------------------------------------------------
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        child = self._children.get((metric, values))
+        if child is None:
+            child = self._children[metric, values] = metric.labels(*values)
+        return child
+
     def record_event(
         self,
         event: Touchpoint,
@@ -250,7 +259,7 @@ class WorkerMetrics:
         seconds: float,
     ) -> None:
         """Count what one processed event did; its actions have just been acked."""
-        self.events.labels(event.type, event.channel.value).inc()
+        self._child(self.events, event.type, event.channel.value).inc()
         self.processing.observe(seconds)
         self._record_actions(outcome.actions, record_timestamp)
         for transition in outcome.transitions:
@@ -262,45 +271,47 @@ class WorkerMetrics:
         acked_at = time.time()  # wall clock: Kafka timestamps are epoch seconds
         for action in actions:
             channel = action.channel.value
-            self.actions.labels(action.journey, action.step_id, channel).inc()
+            self._child(self.actions, action.journey, action.step_id, channel).inc()
             if record_timestamp:
-                self.event_to_action.labels(channel).observe(max(0.0, acked_at - record_timestamp))
+                self._child(self.event_to_action, channel).observe(
+                    max(0.0, acked_at - record_timestamp)
+                )
 
     def _record_transition(self, transition: Transition) -> None:
-        self.transitions.labels(transition.journey, transition.kind).inc()
+        self._child(self.transitions, transition.journey, transition.kind).inc()
         record = _BY_KIND.get(transition.kind)
         if record is not None:
             record(self, transition)
 
     def _entered(self, transition: Transition) -> None:
-        self.entries.labels(transition.journey, _group(transition)).inc()
+        self._child(self.entries, transition.journey, _group(transition)).inc()
 
     def _stepped(self, transition: Transition) -> None:
         # a wait_for step's timeout or awaited event, and a split's variant, are recorded as a
         # second `step` with a reason: the funnel counts each step once per visit
         if transition.reason is None and transition.step_id is not None:
-            self.steps.labels(transition.journey, transition.step_id).inc()
+            self._child(self.steps, transition.journey, transition.step_id).inc()
 
     def _held_out(self, transition: Transition) -> None:
         step = transition.step_id or NOTHING_SENT
-        self.held_out.labels(transition.journey, step, transition.reason or "unknown").inc()
+        self._child(self.held_out, transition.journey, step, transition.reason or "unknown").inc()
 
     def _goal(self, transition: Transition) -> None:
-        self.goals.labels(transition.journey, _group(transition)).inc()
+        self._child(self.goals, transition.journey, _group(transition)).inc()
         last = transition.attributed_to
         step, channel = (last.step_id, last.channel) if last else (NOTHING_SENT, NOTHING_SENT)
-        self.goals_attributed.labels(transition.journey, step, channel).inc()
+        self._child(self.goals_attributed, transition.journey, step, channel).inc()
 
     def _exited(self, transition: Transition) -> None:
-        self.exits.labels(transition.journey, EXIT_EVENT).inc()
+        self._child(self.exits, transition.journey, EXIT_EVENT).inc()
 
     def _completed(self, transition: Transition) -> None:
-        self.exits.labels(transition.journey, EXIT_COMPLETED).inc()
+        self._child(self.exits, transition.journey, EXIT_COMPLETED).inc()
 
     def _record_policy(self, outcome: Outcome) -> None:
         for held in outcome.suppressed:
             channel = str(held.channel)
-            self.suppressed.labels(held.journey, held.step_id, channel, held.reason).inc()
+            self._child(self.suppressed, held.journey, held.step_id, channel, held.reason).inc()
         deferrals = [t for t in outcome.transitions if t.kind == "deferred"]
         if not deferrals:
             return
@@ -313,7 +324,7 @@ class WorkerMetrics:
             step = deferral.step_id or NOTHING_SENT
             channel = channels.get((deferral.instance_id, step), "unknown")
             reason = deferral.reason or "unknown"
-            self.deferred.labels(deferral.journey, step, channel, reason).inc()
+            self._child(self.deferred, deferral.journey, step, channel, reason).inc()
 
     def _move_instances(self, before: CustomerState, after: CustomerState) -> None:
         """Apply the change in where this customer's instances wait (entered, moved, ended)."""
@@ -321,7 +332,7 @@ class WorkerMetrics:
         change.subtract(_parked(before))
         for key, delta in change.items():
             if delta:
-                self.instances.labels(*key).inc(delta)
+                self._child(self.instances, *key).inc(delta)
                 self._instance_series.add(key)
 
     def reset_instances(self, waiting_timers: Mapping[StepKey, int]) -> None:

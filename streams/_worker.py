@@ -207,7 +207,7 @@ class JourneyProcessor:
     async def _hand_over(self, key: bytes, survivor: bytes) -> None:
         """Identity found that this profile is `survivor`: send it all there, keep nothing."""
         state = self._load_state(key)
-        if state == CustomerState(customer_id=state.customer_id):
+        if state.is_blank():
             return
         timers = [i.timer_id for i in state.instances.values() if i.timer_id]
         # dropped here, re-armed under the survivor by merge_states
@@ -238,7 +238,7 @@ class JourneyProcessor:
 
     def _save(self, customer_key: bytes, outcome: Outcome, fired: str | None = None) -> None:
         state = outcome.state
-        if state != CustomerState(customer_id=state.customer_id):
+        if not state.is_blank():
             self._states[customer_key] = encode(state)
         elif customer_key in self._states:
             del self._states[customer_key]

@@ -69,3 +69,25 @@ def test_changing_a_copy_the_way_the_engine_does_leaves_the_original_as_it_was()
     copied.contact.recent.clear()
     copied.contact.deferred.clear()
     assert encode(state) == before
+
+
+def _with_one_field_of(busy: CustomerState, name: str) -> CustomerState:
+    return CustomerState(customer_id="c1", **{name: getattr(busy, name)})
+
+
+def test_a_state_is_blank_exactly_when_it_equals_a_new_one_for_the_same_customer() -> None:
+    busy = busy_state()
+    candidates = [
+        CustomerState(customer_id="c1"),
+        CustomerState.model_validate_json(encode(CustomerState(customer_id="c2"))),
+        CustomerState(customer_id="c1", erased=True),
+        busy,
+        *(
+            _with_one_field_of(busy, name)
+            for name in CustomerState.model_fields
+            if name != "customer_id"
+        ),
+    ]
+    for state in candidates:
+        assert state.is_blank() == (state == CustomerState(customer_id=state.customer_id))
+    assert [state.is_blank() for state in candidates[:4]] == [True, True, False, False]

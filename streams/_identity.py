@@ -32,7 +32,7 @@ from faust.types import Message
 
 from schemas import CustomerErased, InvalidEventError, Touchpoint, decode_touchpoint
 from streams._metrics import WorkerMetrics
-from streams._staging import Event, Outbox, SetEvent, StagedTable
+from streams._staging import Event, Outbox, SetEvent, StagedTable, table_writer
 
 log = logging.getLogger("polku.identity")
 
@@ -77,12 +77,13 @@ class IdentityProcessor:
         metrics: WorkerMetrics,
         deliver: Deliver | None = None,
         outbox: Outbox | None = None,
+        producer: Callable[[], Any] | None = None,
     ) -> None:
         """`deliver` hands a resolved touchpoint on; by default to the customer topic."""
         self._raw = raw_topic
         self._links = identity_topic
         self._customers = customer_topic
-        self._aliases = StagedTable(aliases)
+        self._aliases = StagedTable(aliases, table_writer(aliases, producer) if producer else None)
         self._dead_letter = dead_letter
         self._metrics = metrics
         self._deliver = deliver or self._to_customer_topic
@@ -95,8 +96,8 @@ class IdentityProcessor:
     def discard(self) -> None:
         self._aliases.discard()  # the batch will be processed again from the old aliases
 
-    def save(self, set_event: SetEvent) -> None:
-        self._aliases.apply(set_event)
+    async def save(self, set_event: SetEvent) -> None:
+        await self._aliases.apply(set_event)
 
     async def handle(self, message: Message) -> None:
         control = control_of(message)

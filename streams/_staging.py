@@ -14,6 +14,7 @@ event's context (`set_current_event`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -65,11 +66,13 @@ class Outbox:
 class StagedTable:
     """A Faust table as the batch in progress sees it; `apply` writes the batch's changes."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, writer: TableWriter | None = None) -> None:
+        """`writer` writes the saved changes past Faust's per-write path (see `TableWriter`)."""
         self.table = table
         self.event: Event | None = None
         self._writes: dict[bytes, tuple[bytes | None, Event | None]] = {}
         self._read = partition_reader(table)
+        self._writer = writer
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._writes:
@@ -85,9 +88,14 @@ class StagedTable:
     def __delitem__(self, key: bytes) -> None:
         self._writes[key] = (_DELETED, self.event)
 
-    def apply(self, set_event: SetEvent) -> None:
+    async def apply(self, set_event: SetEvent) -> None:
         """Write the staged changes to the table, each in the context of its own event."""
         writes, self._writes = self._writes, {}
+        if self._writer is not None and writes:
+            await self._writer.write(
+                [(_partition_of(event), key, value) for key, (value, event) in writes.items()]
+            )
+            return
         for key, (value, event) in writes.items():
             set_event(event)
             if value is not None:
@@ -97,6 +105,76 @@ class StagedTable:
 
     def discard(self) -> None:
         self._writes.clear()
+
+
+def _plain_rocksdb(table: Any) -> bool:
+    """A partitioned table on Faust's RocksDB store, raw keys and values: every table here."""
+    store = getattr(table, "data", None)
+    return (
+        hasattr(store, "_db_for_partition")
+        and hasattr(store, "offset_key")
+        and getattr(table, "key_serializer", None) == "raw"
+        and getattr(table, "value_serializer", None) == "raw"
+        and not getattr(table, "is_global", True)
+        and not getattr(table, "use_partitioner", True)
+    )
+
+
+def table_writer(table: Any, producer: Callable[[], Any]) -> TableWriter | None:
+    """A `TableWriter` for `table`, or None when it is not a plain RocksDB table."""
+    return TableWriter(table, producer) if _plain_rocksdb(table) else None
+
+
+def _partition_of(event: Event | None) -> int:
+    if event is None:
+        raise RuntimeError("a table write outside an event: its partition is not known")
+    return int(event.message.partition)
+
+
+class TableWriter:
+    """Writes a batch's changes to a partitioned RocksDB table the way Faust's table does, in
+    one pass: the partition's database, the changelog record, and the persisted offset.
+
+    Faust writes one key at a time through its mapping layers, `send_soon` and its producer
+    buffer, and on each changelog ack stores the record's offset in the partition's database.
+    Measured in B1 (2.1 table writes per event): the worker ran at 1.7-2.2k events/s with its
+    table writes left out, against ~1.0k with them, so a write cost ~200 µs there. Here the
+    values go into the database directly, the changelog records to Faust's producer (so
+    Faust's flush before a commit still waits for them), and each partition's offset is
+    stored once per batch, from the ack of its last record: what recovery replays from there
+    on is the same records, applied again to the same values.
+    """
+
+    def __init__(self, table: Any, producer: Callable[[], Any]) -> None:
+        """`producer()`: Faust's producer (the app's, once it runs)."""
+        store = table.data
+        self._table = table
+        self._database_of = store._db_for_partition
+        self._offset_key = store.offset_key
+        self._producer = producer
+
+    async def write(self, writes: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        """Write each (partition, key, value or None for a delete), in order."""
+        changelog = self._table.changelog_topic.get_topic_name()
+        producer = self._producer()
+        last_sent: dict[int, asyncio.Future[Any]] = {}
+        for partition, key, value in writes:
+            database = self._database_of(partition)
+            if value is not None:
+                database.put(key, value)
+            elif database.get(key) is not None:
+                database.delete(key)
+            else:
+                continue  # nothing to delete: no tombstone, as Faust's table
+            last_sent[partition] = await producer.send(changelog, key, value, partition, None, None)
+        for partition, sent in last_sent.items():
+            sent.add_done_callback(functools.partial(self._persisted, partition))
+
+    def _persisted(self, partition: int, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            return  # recovery then replays from the offset stored before: the same records
+        offset = str(sent.result().offset).encode()
+        self._database_of(partition).put(self._offset_key, offset)
 
 
 def partition_reader(table: Any) -> Callable[[bytes, Event | None], bytes | None]:
@@ -113,14 +191,9 @@ def partition_reader(table: Any) -> Callable[[bytes, Event | None], bytes | None
         stored = table.get(key)
         return bytes(stored) if stored is not None else None
 
-    database_of = getattr(getattr(table, "data", None), "_db_for_partition", None)
-    plain = (
-        getattr(table, "key_serializer", None) == "raw"
-        and not getattr(table, "is_global", True)
-        and not getattr(table, "use_partitioner", True)
-    )
-    if database_of is None or not plain:
+    if not _plain_rocksdb(table):
         return through_faust
+    database_of = table.data._db_for_partition
 
     def direct(key: bytes, event: Event | None) -> bytes | None:
         if event is None:
@@ -142,7 +215,7 @@ class BatchStage(Protocol):
     def discard(self) -> None:
         """Forget the staged writes: the batch will be processed again."""
 
-    def save(self, set_event: SetEvent) -> None:
+    async def save(self, set_event: SetEvent) -> None:
         """Write the staged changes; the batch's records have all been acked."""
 
 
@@ -166,4 +239,4 @@ async def process_batch(
             stage.discard()
         raise
     for stage in stages:
-        stage.save(set_event)
+        await stage.save(set_event)

@@ -53,6 +53,7 @@ from streams._staging import (
     StagedTable,
     process_batch,
     set_current_event,
+    table_writer,
 )
 from streams._timers import DueTimeIndex
 
@@ -96,7 +97,9 @@ class JourneyProcessor:
         timers: Any,
         clock: Clock = utc_now,
         outbox: Outbox | None = None,
+        producer: Callable[[], Any] | None = None,
     ) -> None:
+        """`producer()`: Faust's producer, for table writes past Faust's table (`TableWriter`)."""
         self._settings = settings
         self._engine = engine
         self._metrics = metrics
@@ -104,8 +107,8 @@ class JourneyProcessor:
         self._dead_letter = dead_letter
         self._suppressed = suppressed
         self._action_topics = action_topics
-        self._states = StagedTable(states)
-        self._timers = StagedTable(timers)
+        self._states = StagedTable(states, table_writer(states, producer) if producer else None)
+        self._timers = StagedTable(timers, table_writer(timers, producer) if producer else None)
         self._clock = clock
         self.outbox = outbox or Outbox()
         self.index = DueTimeIndex()
@@ -128,12 +131,12 @@ class JourneyProcessor:
         self._index_changes.clear()
         self._finished.clear()
 
-    def save(self, set_event: SetEvent) -> None:
+    async def save(self, set_event: SetEvent) -> None:
         # timers before states: the two changelogs are separate topics, and a crash between
         # them must leave a timer without its state (the replayed event writes the same timer
         # again), never a state parked on a timer that was not written (then nothing would)
-        self._timers.apply(set_event)
-        self._states.apply(set_event)
+        await self._timers.apply(set_event)
+        await self._states.apply(set_event)
         self._apply_index_changes()
         self._record_finished()
 
@@ -427,6 +430,7 @@ def build_app(
         timers=timers,
         clock=clock,
         outbox=outbox,
+        producer=lambda: app.producer,
     )
     shortcut = Shortcut(
         processor.handle_touchpoint,
@@ -445,6 +449,7 @@ def build_app(
         metrics=metrics,
         deliver=shortcut.deliver,
         outbox=outbox,
+        producer=lambda: app.producer,
     )
     # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
     # channels' touchpoints, the identity links and the customer topic: one stream,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import faust
 import pytest
 
-from streams._staging import StagedTable, partition_reader
+from streams._staging import StagedTable, partition_reader, table_writer
 
 
 def _event(partition: int) -> Any:
@@ -60,3 +61,96 @@ def test_the_staged_table_sees_its_own_writes_before_the_store(rocksdb_table: An
     assert b"aino" not in staged
     staged.discard()
     assert staged.get(b"aino") == b"old"
+
+
+class AckingProducer:
+    """Faust's producer as the writer uses it: each send acked at its partition's next offset."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
+        self.ends: dict[int, int] = {}
+        self.acks: list[asyncio.Future[Any]] = []
+        self.failing = False
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        partition: int,
+        _timestamp: float | None,
+        _headers: Any,
+    ) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, value, partition))
+        offset = self.ends.get(partition, 0)
+        self.ends[partition] = offset + 1
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.failing:
+            ack.set_exception(RuntimeError("broker gone"))
+        else:
+            ack.set_result(SimpleNamespace(offset=offset))
+        self.acks.append(ack)
+        return ack
+
+
+@pytest.mark.asyncio
+async def test_the_writer_puts_sends_the_changelog_and_stores_the_last_acked_offset(
+    rocksdb_table: Any,
+) -> None:
+    producer = AckingProducer()
+    writer = table_writer(rocksdb_table, lambda: producer)
+    assert writer is not None
+    store = rocksdb_table.data
+    store._db_for_partition(3).put(b"gone", b"x")
+    await writer.write(
+        [
+            (1, b"aino", b"v1"),
+            (1, b"aino", b"v2"),
+            (3, b"gone", None),
+            (3, b"never-there", None),  # nothing to delete: no tombstone
+        ]
+    )
+    await asyncio.sleep(0)  # the ack callbacks
+    changelog = rocksdb_table.changelog_topic.get_topic_name()
+    assert producer.sent == [
+        (changelog, b"aino", b"v1", 1),
+        (changelog, b"aino", b"v2", 1),
+        (changelog, b"gone", None, 3),
+    ]
+    assert store._db_for_partition(1).get(b"aino") == b"v2"
+    assert store._db_for_partition(3).get(b"gone") is None
+    # what Faust's recovery reads: the offset of the last changelog record each database holds
+    assert store.persisted_offset(SimpleNamespace(partition=1)) == 1
+    assert store.persisted_offset(SimpleNamespace(partition=3)) == 0
+    assert store.persisted_offset(SimpleNamespace(partition=0)) is None
+
+
+@pytest.mark.asyncio
+async def test_a_failed_changelog_send_leaves_the_stored_offset_where_it_was(
+    rocksdb_table: Any,
+) -> None:
+    producer = AckingProducer()
+    writer = table_writer(rocksdb_table, lambda: producer)
+    assert writer is not None
+    await writer.write([(2, b"aino", b"v1")])
+    await asyncio.sleep(0)
+
+    producer.failing = True
+    await writer.write([(2, b"aino", b"v2")])
+    await asyncio.sleep(0)
+    assert rocksdb_table.data.persisted_offset(SimpleNamespace(partition=2)) == 0
+
+
+def test_a_table_that_is_not_a_plain_rocksdb_one_gets_no_writer() -> None:
+    assert table_writer({}, lambda: AckingProducer()) is None
+
+
+@pytest.mark.asyncio
+async def test_a_staged_table_with_a_writer_saves_through_it(rocksdb_table: Any) -> None:
+    producer = AckingProducer()
+    staged = StagedTable(rocksdb_table, table_writer(rocksdb_table, lambda: producer))
+    staged.event = _event(2)
+    staged[b"aino"] = b"v1"
+    await staged.apply(lambda _: None)
+    assert rocksdb_table.data._db_for_partition(2).get(b"aino") == b"v1"
+    assert [(key, partition) for _, key, _, partition in producer.sent] == [(b"aino", 2)]

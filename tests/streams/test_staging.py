@@ -10,7 +10,7 @@ from typing import Any
 import faust
 import pytest
 
-from streams._staging import StagedTable, partition_reader, table_writer
+from streams._staging import StagedTable, TableWriter, partition_reader, table_writer
 
 
 def _event(partition: int) -> Any:
@@ -93,13 +93,18 @@ class AckingProducer:
         return ack
 
 
+def _writer(table: Any, producer: AckingProducer) -> TableWriter:
+    writer = table_writer(table, lambda: producer)
+    assert writer is not None
+    return writer
+
+
 @pytest.mark.asyncio
 async def test_the_writer_puts_sends_the_changelog_and_stores_the_last_acked_offset(
     rocksdb_table: Any,
 ) -> None:
     producer = AckingProducer()
-    writer = table_writer(rocksdb_table, lambda: producer)
-    assert writer is not None
+    writer = _writer(rocksdb_table, producer)
     store = rocksdb_table.data
     store._db_for_partition(3).put(b"gone", b"x")
     await writer.write(
@@ -130,8 +135,7 @@ async def test_a_failed_changelog_send_leaves_the_stored_offset_where_it_was(
     rocksdb_table: Any,
 ) -> None:
     producer = AckingProducer()
-    writer = table_writer(rocksdb_table, lambda: producer)
-    assert writer is not None
+    writer = _writer(rocksdb_table, producer)
     await writer.write([(2, b"aino", b"v1")])
     await asyncio.sleep(0)
 
@@ -148,7 +152,7 @@ def test_a_table_that_is_not_a_plain_rocksdb_one_gets_no_writer() -> None:
 @pytest.mark.asyncio
 async def test_a_staged_table_with_a_writer_saves_through_it(rocksdb_table: Any) -> None:
     producer = AckingProducer()
-    staged = StagedTable(rocksdb_table, table_writer(rocksdb_table, lambda: producer))
+    staged = StagedTable(rocksdb_table, _writer(rocksdb_table, producer))
     staged.event = _event(2)
     staged[b"aino"] = b"v1"
     await staged.apply(lambda _: None)

@@ -17,6 +17,7 @@ is not acked: its records stay uncommitted and are read again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,7 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
             queued.append(queue.get_nowait())
         batch = [event for event in queued if _admitted(app, event)]
         if batch:
+            _mark_inbound(app, batch)
             yield batch
         for event in queued:
             await stream.ack(event)
@@ -51,3 +53,20 @@ def _admitted(app: Any, event: Event) -> bool:
         message.tracked = True
         app.consumer.track_message(message)
     return True
+
+
+def _mark_inbound(app: Any, batch: list[Event]) -> None:
+    """Tell Faust's monitor that the stream is processing these partitions.
+
+    Faust's stream iterator reports every event to the sensors; its consumer thread logs an
+    error for each partition with records it fetched but no stream took in for
+    `stream_processing_timeout` (5 minutes): every busy worker's log filled with "Stream has
+    not started processing" after its first five minutes. Once per partition and batch is
+    what that check needs, without the per-event cost of the sensors.
+    """
+    monitor = getattr(app, "monitor", None)
+    if monitor is None:
+        return
+    now = time.monotonic()
+    for tp in {event.message.tp for event in batch}:
+        monitor.stream_inbound_time[tp] = now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -19,6 +20,11 @@ class Message:
     offset: int
     generation_id: int = GENERATION
     tracked: bool = False
+    partition: int = 0
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
 
 
 @dataclass(eq=False)
@@ -41,6 +47,7 @@ class Rig:
     tracked: list[int] = field(default_factory=list)
     flow_active: bool = True
     should_stop: bool = False
+    inbound: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rig = self
@@ -55,6 +62,7 @@ class Rig:
                 "consumer": type(
                     "Consumer", (), {"track_message": lambda _, m: rig.tracked.append(m.offset)}
                 )(),
+                "monitor": type("Monitor", (), {"stream_inbound_time": rig.inbound})(),
             },
         )()
 
@@ -82,6 +90,17 @@ def test_all_queued_events_come_as_one_batch_and_are_acked_after_it() -> None:
     batches = asyncio.run(take(rig, 1))
     assert batches == [[0, 1, 2, 3]]
     assert rig.tracked == [0, 1, 2, 3]
+
+
+def test_faust_s_monitor_learns_which_partitions_the_stream_takes_in() -> None:
+    # else Faust's consumer logs "Stream has not started processing" after five minutes
+    rig = Rig()
+    rig.put(0, 1)
+    rig.put(5, topic="customers")
+    before = time.monotonic()
+    asyncio.run(take(rig, 1))
+    assert set(rig.inbound) == {("touchpoints", 0), ("customers", 0)}
+    assert all(before <= at <= time.monotonic() for at in rig.inbound.values())
 
 
 def test_a_batch_holds_at_most_max_events() -> None:

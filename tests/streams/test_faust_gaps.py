@@ -127,6 +127,7 @@ class FakeConsumer:
     acked: dict[TP, list[int]] = field(default_factory=dict)
     unacked: list[tuple[TP, int]] = field(default_factory=list)
     seeks: list[tuple[TP, int]] = field(default_factory=list)
+    _commit_fut: object | None = None  # Faust's commit in progress
 
     def __post_init__(self) -> None:
         self.app = SimpleNamespace(
@@ -201,6 +202,15 @@ def test_no_hole_while_the_commit_can_still_move(
     consumer = FakeConsumer(committed={TOUCHPOINTS: 86}, acked={TOUCHPOINTS: acked})
     consumer.unacked = unacked
     assert commit_holes(consumer) == {}
+
+
+def test_no_hole_while_a_commit_is_in_progress() -> None:
+    # the commit took 88-89 out of the books and has not yet moved the committed offset there
+    consumer = FakeConsumer(committed={TOUCHPOINTS: 86}, acked={TOUCHPOINTS: [90, 91]})
+    consumer._commit_fut = object()
+    assert commit_holes(consumer) == {}
+    consumer._commit_fut = None
+    assert commit_holes(consumer) == {TOUCHPOINTS: (86, 90)}
 
 
 def test_holes_only_on_stream_inputs_with_a_committed_offset() -> None:

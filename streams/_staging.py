@@ -137,7 +137,7 @@ class TableWriter:
 
     Faust writes one key at a time through its mapping layers, `send_soon` and its producer
     buffer, and on each changelog ack stores the record's offset in the partition's database.
-    Measured in B1 (2.1 table writes per event): the worker ran at 1.7-2.2k events/s with its
+    Measured in B1 (1.8 table writes per event): the worker ran at 1.7-2.2k events/s with its
     table writes left out, against ~1.0k with them, so a write cost ~200 µs there. Here the
     values go into the database directly, the changelog records to Faust's producer (so
     Faust's flush before a commit still waits for them), and each partition's offset is

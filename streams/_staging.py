@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from faust import streams as faust_streams
 from faust.types import EventT, Message
+
+log = logging.getLogger("polku.worker")
 
 Event = EventT[Any]
 SetEvent = Callable[[Event | None], None]
@@ -166,7 +169,9 @@ class TableWriter:
                 database.delete(key)
             else:
                 continue  # nothing to delete: no tombstone, as Faust's table
-            last_sent[partition] = await producer.send(changelog, key, value, partition, None, None)
+            sent = await producer.send(changelog, key, value, partition, None, None)
+            sent.add_done_callback(functools.partial(_report_failure, changelog, partition))
+            last_sent[partition] = sent
         for partition, sent in last_sent.items():
             sent.add_done_callback(functools.partial(self._persisted, partition))
 
@@ -175,6 +180,16 @@ class TableWriter:
             return  # recovery then replays from the offset stored before: the same records
         offset = str(sent.result().offset).encode()
         self._database_of(partition).put(self._offset_key, offset)
+
+
+def _report_failure(changelog: str, partition: int, sent: asyncio.Future[Any]) -> None:
+    # the client has given up retrying: the value is in this worker's database but not in the
+    # changelog, so another worker restoring the partition would not have it (as with Faust's
+    # own changelog sends, which fail the same way); say so rather than lose it silently
+    if not sent.cancelled() and sent.exception() is not None:
+        log.error(
+            "changelog record not written to %s[%s]: %s", changelog, partition, sent.exception()
+        )
 
 
 def partition_reader(table: Any) -> Callable[[bytes, Event | None], bytes | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -131,8 +132,8 @@ async def test_the_writer_puts_sends_the_changelog_and_stores_the_last_acked_off
 
 
 @pytest.mark.asyncio
-async def test_a_failed_changelog_send_leaves_the_stored_offset_where_it_was(
-    rocksdb_table: Any,
+async def test_a_failed_changelog_send_is_logged_and_leaves_the_stored_offset(
+    rocksdb_table: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     producer = AckingProducer()
     writer = _writer(rocksdb_table, producer)
@@ -140,8 +141,10 @@ async def test_a_failed_changelog_send_leaves_the_stored_offset_where_it_was(
     await asyncio.sleep(0)
 
     producer.failing = True
-    await writer.write([(2, b"aino", b"v2")])
-    await asyncio.sleep(0)
+    with caplog.at_level(logging.ERROR, logger="polku.worker"):
+        await writer.write([(2, b"aino", b"v2")])
+        await asyncio.sleep(0)
+    assert "changelog record not written" in caplog.text
     assert rocksdb_table.data.persisted_offset(SimpleNamespace(partition=2)) == 0
 
 

@@ -83,7 +83,7 @@ class IdentityProcessor:
         self._raw = raw_topic
         self._links = identity_topic
         self._customers = customer_topic
-        self._aliases = StagedTable(aliases, table_writer(aliases, producer) if producer else None)
+        self._aliases = StagedTable(aliases, table_writer(aliases, producer))
         self._dead_letter = dead_letter
         self._metrics = metrics
         self._deliver = deliver or self._to_customer_topic

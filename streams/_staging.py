@@ -123,9 +123,10 @@ def _plain_rocksdb(table: Any) -> bool:
     )
 
 
-def table_writer(table: Any, producer: Callable[[], Any]) -> TableWriter | None:
-    """A `TableWriter` for `table`, or None when it is not a plain RocksDB table."""
-    return TableWriter(table, producer) if _plain_rocksdb(table) else None
+def table_writer(table: Any, producer: Callable[[], Any] | None) -> TableWriter | None:
+    """A `TableWriter` for `table`, or None (Faust's own path) without a producer or when it
+    is not a plain RocksDB table."""
+    return TableWriter(table, producer) if producer and _plain_rocksdb(table) else None
 
 
 def _partition_of(event: Event | None) -> int:

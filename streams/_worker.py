@@ -107,8 +107,8 @@ class JourneyProcessor:
         self._dead_letter = dead_letter
         self._suppressed = suppressed
         self._action_topics = action_topics
-        self._states = StagedTable(states, table_writer(states, producer) if producer else None)
-        self._timers = StagedTable(timers, table_writer(timers, producer) if producer else None)
+        self._states = StagedTable(states, table_writer(states, producer))
+        self._timers = StagedTable(timers, table_writer(timers, producer))
         self._clock = clock
         self.outbox = outbox or Outbox()
         self.index = DueTimeIndex()

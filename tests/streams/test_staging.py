@@ -152,6 +152,10 @@ def test_a_table_that_is_not_a_plain_rocksdb_one_gets_no_writer() -> None:
     assert table_writer({}, lambda: AckingProducer()) is None
 
 
+def test_without_a_producer_a_table_keeps_faust_s_own_write_path(rocksdb_table: Any) -> None:
+    assert table_writer(rocksdb_table, None) is None
+
+
 @pytest.mark.asyncio
 async def test_a_staged_table_with_a_writer_saves_through_it(rocksdb_table: Any) -> None:
     producer = AckingProducer()

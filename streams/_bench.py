@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -208,17 +208,22 @@ def processed(worker: Worker) -> float:
     return worker.metric("polku_events_total", exclude='type="timer.fired"')
 
 
-def measure_worker_rate(worker: Worker, total: int, timeout: float) -> tuple[float, float]:
-    """(events/s, seconds) from the first processed event to the last, read at `_POLL`.
+def measure_rate(workers: Sequence[Worker], total: int, timeout: float) -> tuple[float, float]:
+    """(events/s, seconds) of the workers together, from the first processed event to the
+    last, read at `_POLL`.
 
-    A run so small that the worker finished it before the first read counts from the
+    A run so small that the workers finished it before the first read counts from the first
     worker's start instead, its start-up included: a lower bound, not a zero."""
-    first = wait_until(lambda: processed(worker) > 0, timeout, "the worker's first event")
-    started_count = processed(worker)
+
+    def done_so_far() -> float:
+        return sum(processed(worker) for worker in workers)
+
+    first = wait_until(lambda: done_so_far() > 0, timeout, "the workers' first event")
+    started_count = done_so_far()
     if started_count >= total:
-        seconds = max(first - worker.started, 1e-9)
+        seconds = max(first - workers[0].started, 1e-9)
         return total / seconds, seconds
-    done = wait_until(lambda: processed(worker) >= total, timeout, f"{total} events processed")
+    done = wait_until(lambda: done_so_far() >= total, timeout, f"{total} events processed")
     seconds = max(done - first, 1e-9)
     return (total - started_count) / seconds, seconds
 
@@ -289,7 +294,7 @@ def bench_throughput(
     baseline = raw_passthrough_rate(settings, scale.events)
     worker = Worker(settings, workdir / "b1-worker.log")
     try:
-        rate, _ = measure_worker_rate(worker, scale.events, scale.timeout_seconds)
+        rate, _ = measure_rate([worker], scale.events, scale.timeout_seconds)
     finally:
         worker.stop()
     report.facts["b1_rate"] = rate
@@ -446,7 +451,7 @@ def bench_timers(
     worker = Worker(settings, workdir / "b3-worker-1.log")
     try:
         produce(settings, signups(0, waiting, datetime.now(UTC)))
-        _, seconds = measure_worker_rate(worker, waiting, scale.timeout_seconds)
+        _, seconds = measure_rate([worker], waiting, scale.timeout_seconds)
         # the burst is due once it is registered and the worker has been restarted
         due = datetime.now(UTC) + timedelta(seconds=30 + scale.burst / 500)
         produce(settings, registrations(0, scale.burst, datetime.now(UTC), due))
@@ -534,7 +539,7 @@ def bench_recovery(
     worker = Worker(settings, workdir / "b4-worker-0.log")
     try:
         produce(settings, signups(0, customers, datetime.now(UTC)))
-        measure_worker_rate(worker, customers, scale.timeout_seconds)
+        measure_rate([worker], customers, scale.timeout_seconds)
         time.sleep(2 * settings.commit_interval_seconds)
     finally:
         worker.kill()
@@ -649,16 +654,8 @@ def bench_scale_out(
 def _group_rate(settings: Settings, workdir: Path, count: int, scale: Scale) -> float:
     workers = [Worker(settings, workdir / f"b5-{count}-{n}.log", f"w{n}") for n in range(count)]
     try:
-
-        def total() -> float:
-            return sum(processed(w) for w in workers)
-
-        first = wait_until(lambda: total() > 0, scale.timeout_seconds, "the first event")
-        started = total()
-        if started >= scale.events:  # all done before the first read: see measure_worker_rate
-            return scale.events / max(first - workers[0].started, 1e-9)
-        done = wait_until(lambda: total() >= scale.events, scale.timeout_seconds, "all events")
-        return (scale.events - started) / max(done - first, 1e-9)
+        rate, _ = measure_rate(workers, scale.events, scale.timeout_seconds)
+        return rate
     finally:
         for worker in workers:
             worker.stop()

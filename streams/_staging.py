@@ -1,14 +1,15 @@
 """Batch staging for the agents: sends in flight together, table writes held until they are acked.
 
-An agent processes a batch of events (Faust `take_events`): every record it produces for them
-goes out at once, and the new state is written only after the broker has acked them all. A
+An agent processes a batch of events (`_faust_batches.event_batches`): every record it
+produces for them goes out at once, and the new state is written only after the broker has
+acked them all. A
 crash before that point replays the whole batch from the old state and yields the same records
 (deterministic ids, which senders dedupe); Faust acks the batch's offsets only after the agent
 has finished it, and commits only after its producer is flushed (see `_faust_flush`).
 
 Faust's RocksDB store picks the partition database from the *current event* for reads and
-writes alike, so each staged write remembers the event that made it and is applied in that
-event's context (`set_current_event`).
+writes alike, so each staged write remembers the event that made it: it is written to that
+event's partition (`TableWriter`, or Faust's table in that event's context).
 """
 
 from __future__ import annotations

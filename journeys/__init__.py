@@ -30,7 +30,16 @@ from journeys._policy import (
 from journeys._predicates import evaluate, render, resolve
 from journeys._run import seen_key
 from journeys._simulate import SimulationResult, TimelineEntry, simulate
-from journeys._state import CustomerState, InstanceState, SentAction, Timer, Transition
+from journeys._state import (
+    CustomerState,
+    InstanceState,
+    SentAction,
+    StoredTimer,
+    Timer,
+    Transition,
+    document_timers,
+    pending_timers,
+)
 
 __all__ = [
     "ContactPolicy",
@@ -47,11 +56,13 @@ __all__ = [
     "QuietHours",
     "SentAction",
     "SimulationResult",
+    "StoredTimer",
     "TimelineEntry",
     "Timer",
     "Transition",
     "bucket",
     "compile_journey",
+    "document_timers",
     "evaluate",
     "is_wait",
     "library_journeys",
@@ -60,6 +71,7 @@ __all__ = [
     "load_journeys",
     "merge_states",
     "next_time_of_day",
+    "pending_timers",
     "quiet_until",
     "render",
     "resolve",

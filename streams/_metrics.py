@@ -9,7 +9,7 @@ use these names.
 Gauges describe this worker's share of the work: the partitions assigned to it. Sum them over
 workers (`sum by (journey, step) (...)`) for the whole deployment. Counters start at zero when a
 worker starts (`rate` and `increase` handle that); the instances gauge is rebuilt after every
-recovery from the timers table, so a restart or rebalance does not reset it.
+recovery from the journey states, so a restart or rebalance does not reset it.
 """
 
 from __future__ import annotations
@@ -338,8 +338,8 @@ class WorkerMetrics:
     def reset_instances(self, waiting_timers: Mapping[StepKey, int]) -> None:
         """After a recovery: the instances are those of the partitions this worker now owns.
 
-        Every running instance waits on exactly one timer, so the timers table (which the worker
-        reads at recovery anyway) counts them; a deferred send's timer sits at a send step and
+        Every running instance waits on exactly one timer, so the states' timers (which the
+        worker reads at recovery anyway) count them; a deferred send's timer sits at a send step and
         is not an instance. Series are set in place, never cleared, so a scrape never sees a gap.
         """
         parked = {key: n for key, n in waiting_timers.items() if key not in self._send_steps}

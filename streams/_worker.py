@@ -2,10 +2,10 @@
 
 Ordering per batch is what makes actions effectively-once with at-least-once processing:
 decode and advance the engine for each event of a batch -> produce all their actions and wait
-for the acks -> only then write the new state and timers. A crash anywhere before the state
-write re-processes the batch from the old state and yields the same `action_id`s, which senders
-dedupe. Batches (`_faust_batches.event_batches`: what is queued) replace a broker round trip
-per event by one per batch.
+for the acks -> only then write the new state, which holds the customer's timers too. A crash
+anywhere before the state write re-processes the batch from the old state and yields the same
+`action_id`s, which senders dedupe. Batches (`_faust_batches.event_batches`: what is queued)
+replace a broker round trip per event by one per batch.
 
 One agent runs both steps, identity and journeys (`Pipeline`): a touchpoint already keyed by
 its customer goes from the one to the other at once (`_shortcut`); any other takes the
@@ -27,7 +27,15 @@ import faust
 import orjson
 from faust.types import TP, Message
 
-from journeys import CustomerState, Engine, JourneyRuntimeError, Outcome, Timer, merge_states
+from journeys import (
+    CustomerState,
+    Engine,
+    JourneyRuntimeError,
+    Outcome,
+    Timer,
+    document_timers,
+    merge_states,
+)
 from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
 from streams._faust_batches import event_batches
@@ -55,7 +63,7 @@ from streams._staging import (
     set_current_event,
     table_writer,
 )
-from streams._timers import DueTimeIndex
+from streams._timers import Due, DueTimeIndex
 
 log = logging.getLogger("polku.worker")
 
@@ -94,7 +102,6 @@ class JourneyProcessor:
         suppressed: Any,
         action_topics: dict[str, Any],
         states: Any,
-        timers: Any,
         clock: Clock = utc_now,
         outbox: Outbox | None = None,
         producer: Callable[[], Any] | None = None,
@@ -108,11 +115,10 @@ class JourneyProcessor:
         self._suppressed = suppressed
         self._action_topics = action_topics
         self._states = StagedTable(states, table_writer(states, producer))
-        self._timers = StagedTable(timers, table_writer(timers, producer))
         self._clock = clock
         self.outbox = outbox or Outbox()
         self.index = DueTimeIndex()
-        self._index_changes: list[tuple[Timer | None, str | None]] = []
+        self._index_changes: list[tuple[Due | None, str | None]] = []
         self._finished: list[_Finished] = []
         metrics.declare_journeys(engine.journeys)
 
@@ -122,20 +128,17 @@ class JourneyProcessor:
         self.record_processed(events)
 
     def begin(self, event: Event) -> None:
-        self._states.event = self._timers.event = event
+        self._states.event = event
 
     def discard(self) -> None:
         # the batch will be processed again from the unchanged state
         self._states.discard()
-        self._timers.discard()
         self._index_changes.clear()
         self._finished.clear()
 
     async def save(self, set_event: SetEvent) -> None:
-        # timers before states: the two changelogs are separate topics, and a crash between
-        # them must leave a timer without its state (the replayed event writes the same timer
-        # again), never a state parked on a timer that was not written (then nothing would)
-        await self._timers.apply(set_event)
+        # one write per customer: the state holds its timers, so no second table (and no
+        # second changelog a crash could leave behind the first) keeps them
         await self._states.apply(set_event)
         self._apply_index_changes()
         self._record_finished()
@@ -245,13 +248,13 @@ class JourneyProcessor:
             self._states[customer_key] = encode(state)
         elif customer_key in self._states:
             del self._states[customer_key]
-        for timer in outcome.timers:
-            self._timers[timer.timer_id.encode()] = encode(timer)
-            self._index_changes.append((timer, None))
-        for timer_id in [*outcome.cancelled_timers, *([fired] if fired else [])]:
-            if timer_id.encode() in self._timers:
-                del self._timers[timer_id.encode()]
-            self._index_changes.append((None, timer_id))
+        changes = self._index_changes
+        # indexed under the key its state is stored under, where firing will look for it
+        customer_id = customer_key.decode()
+        changes.extend((Due(t.timer_id, t.due_at, customer_id), None) for t in outcome.timers)
+        changes.extend((None, timer_id) for timer_id in outcome.cancelled_timers)
+        if fired:
+            changes.append((None, fired))
 
     async def send_to_dead_letter(
         self, message: Message, kind: str, reason: str, outbox: Outbox
@@ -271,18 +274,20 @@ class JourneyProcessor:
         self._metrics.dead_lettered.labels(kind).inc()
 
     async def rebuild_timer_index(self) -> None:
-        """After (re)covery, the index is exactly the timers of this worker's partitions."""
+        """After (re)covery, the index is exactly the timers the states of this worker's
+        partitions wait on."""
         self.index.clear()
         stranded: set[tuple[str, int]] = set()
         waiting: Counter[tuple[str, str]] = Counter()
-        for _, stored in self._timers.table.items():
-            # orjson, not the Timer model: a million timers are read here at each recovery
-            timer = orjson.loads(stored)
-            due = datetime.fromisoformat(timer["due_at"]).timestamp()
-            self.index.add_due(timer["timer_id"], due)
-            waiting[timer["journey"], timer["step_id"]] += 1
-            if not self._engine.runnable(timer["journey"], timer["journey_version"]):
-                stranded.add((timer["journey"], timer["journey_version"]))
+        for key, stored in self._states.table.items():
+            customer_id = key.decode()
+            # orjson, not the state model: a million states are read here at each recovery
+            for timer in document_timers(orjson.loads(stored)):
+                due = datetime.fromisoformat(timer.due_at).timestamp()
+                self.index.add_due(timer.timer_id, due, customer_id)
+                waiting[timer.journey, timer.step_id] += 1
+                if not self._engine.runnable(timer.journey, timer.journey_version):
+                    stranded.add((timer.journey, timer.journey_version))
         self._metrics.timers_pending.set(len(self.index))
         self._metrics.reset_instances(waiting)
         log.info("timer index rebuilt: %d pending timers", len(self.index))
@@ -303,13 +308,14 @@ class JourneyProcessor:
         """Produce `timer.fired` for every due timer, keyed by customer onto the input topic.
 
         Only a produce happens here (Faust timers must not write tables, faust#497); the timer
-        leaves the table when its event is processed, in stream context, like any other event.
+        leaves its customer's state when its event is processed, in stream context, like any
+        other event.
         """
         now = self._clock()
         due = [
             (entry, timer)
             for entry in self.index.pop_due(now, _TIMERS_PER_TICK)
-            if (timer := self._stored_timer(entry.timer_id)) is not None
+            if (timer := self._stored_timer(entry)) is not None
         ]
         if not due:
             return 0
@@ -332,10 +338,14 @@ class JourneyProcessor:
             self._metrics.timer_lag.observe(max(0.0, (now - timer.due_at).total_seconds()))
         return fired
 
-    def _stored_timer(self, timer_id: str) -> Timer | None:
-        """The timer as the table holds it (None once its event has removed it)."""
-        stored = self._timers.table.get(timer_id.encode())
-        return Timer.model_validate_json(stored) if stored is not None else None
+    def _stored_timer(self, due: Due) -> Timer | None:
+        """The timer as its customer's state holds it (None once its event has removed it)."""
+        stored = self._states.table.get(due.customer_id.encode())
+        if stored is None:
+            return None
+        found = (t for t in document_timers(orjson.loads(stored)) if t.timer_id == due.timer_id)
+        timer = next(found, None)
+        return timer.timer(due.customer_id) if timer is not None else None
 
 
 class Pipeline:
@@ -408,7 +418,7 @@ def build_app(
     touchpoints = _raw_topic(app, settings.touchpoints_topic, settings.partitions)
     customers = _raw_topic(app, settings.customer_topic, settings.partitions)
     links = _raw_topic(app, settings.identity_topic, settings.partitions)
-    timers = _bytes_table(app, "timers", settings)
+    states = _bytes_table(app, "journey_state", settings)
     backlog = Backlog(
         highwater=lambda p: consumer_highwater(app.consumer, TP(settings.customer_topic, p)),
         start=lambda p: read_offset(app.consumer, TP(settings.customer_topic, p)),
@@ -426,8 +436,7 @@ def build_app(
         action_topics={
             channel.value: _raw_topic(app, name) for channel, name in settings.action_topics.items()
         },
-        states=_bytes_table(app, "journey_state", settings),
-        timers=timers,
+        states=states,
         clock=clock,
         outbox=outbox,
         producer=lambda: app.producer,
@@ -484,7 +493,7 @@ def build_app(
             # a crashed app makes the Faust worker stop with a non-zero exit code
             await app.crash(exc)
 
-    timers.on_recover(after_recovery)
+    states.on_recover(after_recovery)
     app.task(processor.fire_due_timers_forever)
 
     async def sample_metrics() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -16,7 +17,10 @@ from journeys import (
     Journey,
     Outcome,
     QuietHours,
+    Timer,
+    document_timers,
     load_journey_text,
+    pending_timers,
     simulate,
 )
 from schemas import (
@@ -33,6 +37,7 @@ from schemas import (
     ReceiptPayload,
     SourceChannel,
     Touchpoint,
+    encode,
 )
 
 # 10:00 in Helsinki (UTC+2 in winter): outside the default 21:00-08:00 quiet hours
@@ -178,6 +183,33 @@ def test_quiet_hours_defer_across_the_day_boundary_and_the_deferred_send_goes_ou
     result = simulate(policy_engine, [cart(late)])
     first = [a for a in result.actions if a.step_id == "first"]
     assert [a.not_before for a in first] == [wake]
+
+
+def test_the_state_holds_every_live_timer_a_wait_and_a_deferred_send_alike() -> None:
+    # the shell keeps no timer but in the state: what the engine armed, less what it
+    # cancelled or fired, is what the state (and its stored document) waits on
+    policy_engine = engine(TWO_EMAILS, marketing_consent="implied")
+    late = datetime(2026, 3, 2, 20, 30, tzinfo=UTC)  # 22:30 in Helsinki: the first is deferred
+    outcome = policy_engine.advance(CustomerState(customer_id="c1"), cart(late), late)
+    live: dict[str, Timer] = {}
+    kinds = set()
+    for _ in range(10):
+        live.update((t.timer_id, t) for t in outcome.timers)
+        for timer_id in outcome.cancelled_timers:
+            live.pop(timer_id)
+        stored = [t.timer("c1") for t in document_timers(orjson.loads(encode(outcome.state)))]
+        by_id = {t.timer_id: t for t in pending_timers(outcome.state)}
+        assert by_id == {t.timer_id: t for t in stored} == live
+        kinds.add(len(outcome.state.contact.deferred) > 0)
+        if not live:
+            break
+        earliest = min(live.values(), key=lambda t: t.due_at)
+        del live[earliest.timer_id]
+        fired = earliest.fired_event(earliest.due_at)
+        outcome = policy_engine.advance(outcome.state, fired, earliest.due_at)
+    assert not live
+    assert not pending_timers(outcome.state)
+    assert kinds == {True, False}  # both a deferred send and a wait alone were held
 
 
 def test_quiet_hours_follow_the_dst_change() -> None:

@@ -67,7 +67,7 @@ def test_table_memory_is_bounded_by_default_and_reaches_the_tables() -> None:
     settings = Settings(kafka_bootstrap="k:1", table_write_buffer_bytes=4 * 1024 * 1024)
     app, _ = build_app(settings, Engine([]), WorkerMetrics())
 
-    for name in ("journey_state", "timers", "aliases"):
+    for name in ("journey_state", "aliases"):
         options = app.tables[name].options
         assert options is not None
         assert options["write_buffer_size"] == 4 * 1024 * 1024

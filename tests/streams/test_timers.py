@@ -84,3 +84,14 @@ def test_clear_empties_the_index() -> None:
     index.clear()
     assert len(index) == 0
     assert index.pop_due(T0 + timedelta(days=1), limit=10) == []
+
+
+def test_a_popped_timer_names_the_customer_whose_state_holds_it() -> None:
+    index = DueTimeIndex()
+    index.add(timer("t", 1))
+    # the same timer id armed again under another profile (an identity merge moves timers)
+    index.add_due("t", (T0 + timedelta(seconds=1)).timestamp(), "survivor")
+    assert index.pop_due(T0 + timedelta(seconds=1), limit=10) == [
+        ("t", T0 + timedelta(seconds=1), "survivor")
+    ]
+    assert index.pop_due(T0 + timedelta(days=1), limit=10) == []

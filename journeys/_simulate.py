@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from journeys._engine import Engine, Outcome
-from journeys._state import CustomerState, Timer, Transition, parked_timer
+from journeys._state import CustomerState, Timer, Transition, pending_timers
 from schemas import Action, TimerFired, Touchpoint
 
 _MAX_TIMER_FIRINGS = 1_000_000
@@ -85,11 +85,9 @@ class _Simulation:
 
     def resume(self) -> None:
         """Re-arm the timers that recorded states are waiting on."""
-        for customer, state in sorted(self.result.states.items()):
-            for instance in state.instances.values():
-                timer = parked_timer(customer, instance)
-                if timer is not None:
-                    self._arm(timer)
+        for _, state in sorted(self.result.states.items()):
+            for timer in pending_timers(state):
+                self._arm(timer)
 
     def _arm(self, timer: Timer) -> None:
         self._sequence += 1

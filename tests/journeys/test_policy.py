@@ -212,6 +212,20 @@ def test_the_state_holds_every_live_timer_a_wait_and_a_deferred_send_alike() -> 
     assert kinds == {True, False}  # both a deferred send and a wait alone were held
 
 
+def test_a_simulation_resumed_from_recorded_states_sends_their_deferred_sends() -> None:
+    policy_engine = engine(TWO_EMAILS, marketing_consent="implied")
+    late = datetime(2026, 3, 2, 20, 30, tzinfo=UTC)  # 22:30 in Helsinki: the first is deferred
+    [outcome] = feed(policy_engine, [cart(late)])
+    assert outcome.state.contact.deferred
+
+    result = simulate(policy_engine, [], states={"c1": outcome.state})
+
+    wake = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)  # 08:00 in Helsinki
+    assert [(a.step_id, a.not_before) for a in result.actions if a.step_id == "first"] == [
+        ("first", wake)
+    ]
+
+
 def test_quiet_hours_follow_the_dst_change() -> None:
     # 01:00 on 29 March 2026 in Helsinki is EET; at 03:00 clocks jump to 04:00 EEST
     night = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import ContactChannel
@@ -105,6 +113,21 @@ class Settings(BaseSettings):
         int,
         Field(ge=1024 * 1024, description="RocksDB read cache per table partition"),
     ] = 16 * 1024 * 1024
+    state_cache_customers: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="journey states the worker keeps decoded, the most recently used "
+            "customers' (0: decode every state it reads)",
+        ),
+    ] = 10_000
+    gc_thresholds: Annotated[
+        tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt],
+        Field(
+            description="the worker's `gc.set_threshold`; Python's (700, 10, 10) made full "
+            "collections over the kept states a quarter of its time (JSON list in the env)",
+        ),
+    ] = (50_000, 20, 50)
     session_timeout_seconds: Annotated[float, Field(gt=0)] = 6.0
     heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
     commit_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
@@ -294,6 +317,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(exclude_none=True).items():
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, tuple | list | dict):
+                value = json.dumps(value)  # how pydantic-settings reads complex fields
             env[f"POLKU_{name.upper()}"] = str(value)
         return env
 

@@ -15,6 +15,7 @@ customer topic, as the architecture draws it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -63,6 +64,7 @@ from streams._staging import (
     set_current_event,
     table_writer,
 )
+from streams._state_cache import StateCache
 from streams._timers import Due, DueTimeIndex
 
 log = logging.getLogger("polku.worker")
@@ -115,6 +117,7 @@ class JourneyProcessor:
         self._suppressed = suppressed
         self._action_topics = action_topics
         self._states = StagedTable(states, table_writer(states, producer))
+        self._decoded = StateCache(settings.state_cache_customers)
         self._clock = clock
         self.outbox = outbox or Outbox()
         self.index = DueTimeIndex()
@@ -232,7 +235,11 @@ class JourneyProcessor:
         stored = self._states.get(customer_key)
         if stored is None:
             return CustomerState(customer_id=customer_key.decode())
-        return CustomerState.model_validate_json(stored)
+        state = self._decoded.get(customer_key, stored)
+        if state is None:
+            state = CustomerState.model_validate_json(stored)
+            self._decoded.put(customer_key, stored, state)
+        return state
 
     async def _emit(self, outcome: Outcome) -> None:
         """Queue an event's actions and suppression records; the batch waits for their acks."""
@@ -245,9 +252,14 @@ class JourneyProcessor:
     def _save(self, customer_key: bytes, outcome: Outcome, fired: str | None = None) -> None:
         state = outcome.state
         if not state.is_blank():
-            self._states[customer_key] = encode(state)
-        elif customer_key in self._states:
-            del self._states[customer_key]
+            stored = encode(state)
+            self._states[customer_key] = stored
+            # the next event of this customer finds it decoded (the engine never changes it)
+            self._decoded.put(customer_key, stored, state)
+        else:
+            self._decoded.drop(customer_key)
+            if customer_key in self._states:
+                del self._states[customer_key]
         changes = self._index_changes
         # indexed under the key its state is stored under, where firing will look for it
         customer_id = customer_key.decode()
@@ -382,6 +394,21 @@ class Pipeline:
             await self._journeys.handle(message)
         else:
             await self._identity.handle(message)
+
+
+def tune_garbage_collector(settings: Settings) -> None:
+    """Collect cycles less often.
+
+    Almost everything a worker allocates is freed by reference counting; the cyclic collector
+    only walks the objects. At Python's default thresholds it ran a full collection every few
+    batches over every live object, the kept states (`_state_cache`) included. Measured in a
+    B1 run (20,000 events, `gc.callbacks`): 4.3 s of collections, 3.5 s of them full ones, at
+    (700, 10, 10); 1.8 s at (50,000, 20, 50), of which the 0.9 s of full ones ran at start,
+    before this is called.
+    """
+    # not gc.freeze(): it leaves the oldest generation's size at zero, and a full collection
+    # then runs whenever its threshold is reached, not only once that generation has grown
+    gc.set_threshold(*settings.gc_thresholds)
 
 
 def build_app(

@@ -24,7 +24,7 @@ def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
 
     from streams._metrics import WorkerMetrics
     from streams._topics import ensure_topics
-    from streams._worker import build_app
+    from streams._worker import build_app, tune_garbage_collector
 
     engine = worker_engine(settings)
     ensure_topics(settings)
@@ -32,6 +32,7 @@ def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)
     app, _processor = build_app(settings, engine, metrics)
+    tune_garbage_collector(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

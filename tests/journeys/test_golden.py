@@ -9,12 +9,13 @@ reviewed files beside it, byte for byte. After a deliberate change, regenerate t
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from journeys import Engine, SimulationResult, library_journeys, simulate
+from journeys import CustomerState, Engine, Outcome, SimulationResult, library_journeys, simulate
 from schemas import Touchpoint, encode, touchpoint_from_dict
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -56,3 +57,25 @@ def test_simulation_is_deterministic(name: str) -> None:
     first, second = _run(name), _run(name)
     assert first.render_timeline() == second.render_timeline()
     assert [encode(a) for a in first.actions] == [encode(a) for a in second.actions]
+
+
+class _StoringEngine(Engine):
+    """Each state read back from its stored bytes before the next event, as the worker does."""
+
+    def advance(self, state: CustomerState, event: Touchpoint, now: datetime) -> Outcome:
+        return super().advance(CustomerState.model_validate_json(encode(state)), event, now)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_state_kept_in_memory_acts_as_the_one_read_back_from_storage(name: str) -> None:
+    # the worker keeps recently used states as models instead of decoding their bytes again;
+    # that is only sound if nothing a state holds changes meaning in its JSON round trip
+    journeys = [j for j in library_journeys() if name in ("library", j.name)]
+    events = _events(name)
+    kept = simulate(Engine(journeys, default_timezone=TIMEZONE), events)
+    stored = simulate(_StoringEngine(journeys, default_timezone=TIMEZONE), events)
+    assert kept.render_timeline() == stored.render_timeline()
+    assert [encode(a) for a in kept.actions] == [encode(a) for a in stored.actions]
+    assert {c: encode(s) for c, s in kept.states.items()} == {
+        c: encode(s) for c, s in stored.states.items()
+    }

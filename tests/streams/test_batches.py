@@ -180,6 +180,16 @@ def test_nothing_is_saved_until_the_sends_are_acked_and_a_retry_sends_the_same_i
     assert rig.states != saved_state
 
 
+def test_a_state_changed_in_the_table_is_read_from_the_table_not_from_memory(rig: Rig) -> None:
+    rig.run(batch(cart("aino", 1)))
+    sent = len(rig.action_ids())
+    # what a recovery or a rebalance can do: the table now holds another state for aino
+    rig.states[b"aino"] = encode(CustomerState(customer_id="aino", erased=True))
+    rig.run(batch(order("aino", 2), cart("aino", 3)))
+    assert len(rig.action_ids()) == sent  # erased: nothing more is sent to aino
+    assert CustomerState.model_validate_json(rig.states[b"aino"]).erased
+
+
 def test_each_write_is_made_in_the_context_of_the_event_that_made_it(rig: Rig) -> None:
     rig.run(batch(cart("aino", 1), cart("eero", 2)))
     # two events processed, then the state of each (which holds its timer) written in turn

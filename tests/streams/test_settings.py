@@ -57,7 +57,9 @@ def test_sasl_password_is_secret_but_reaches_the_client_config() -> None:
 
 
 def test_to_env_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = Settings(kafka_bootstrap="k:1", partitions=7, metrics_port=9108)
+    original = Settings(
+        kafka_bootstrap="k:1", partitions=7, metrics_port=9108, gc_thresholds=(1000, 5, 5)
+    )
     for key, value in original.to_env().items():
         monkeypatch.setenv(key, value)
     assert Settings() == original

@@ -39,6 +39,7 @@ from journeys._state import (
     Transition,
     document_timers,
     pending_timers,
+    stored_state_timers,
 )
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "resolve",
     "seen_key",
     "simulate",
+    "stored_state_timers",
     "successors",
     "to_dot",
     "to_mermaid",

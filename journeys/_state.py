@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, TypeVar
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from journeys._policy import ContactState
@@ -272,6 +273,18 @@ def document_timers(document: Document) -> Iterator[StoredTimer]:
             action["instance_id"],
             action["step_id"],
         )
+
+
+def stored_state_timers(stored: bytes) -> list[StoredTimer]:
+    """`document_timers` of a state as stored (its JSON bytes), parsed only if it can hold one.
+
+    Most customers wait on no timer, and a recovery reads every state. A waiting instance has
+    a `"timer_id":` key and a deferred send an action with a `"not_before":` key, so bytes
+    holding neither have no timer; text that only looks like one costs a parse, nothing more.
+    """
+    if b'"timer_id":' not in stored and b'"not_before":' not in stored:
+        return []
+    return list(document_timers(orjson.loads(stored)))
 
 
 def deferral_timer(timer_id: str, action: Action) -> Timer:

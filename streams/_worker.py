@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import orjson
 from faust.types import TP, Message
 
 from journeys import (
@@ -34,8 +33,8 @@ from journeys import (
     JourneyRuntimeError,
     Outcome,
     Timer,
-    document_timers,
     merge_states,
+    stored_state_timers,
 )
 from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
@@ -293,8 +292,8 @@ class JourneyProcessor:
         waiting: Counter[tuple[str, str]] = Counter()
         for key, stored in self._states.table.items():
             customer_id = key.decode()
-            # orjson, not the state model: a million states are read here at each recovery
-            for timer in document_timers(orjson.loads(stored)):
+            # not the state model: a million states are read here at each recovery
+            for timer in stored_state_timers(stored):
                 due = datetime.fromisoformat(timer.due_at).timestamp()
                 self.index.add_due(timer.timer_id, due, customer_id)
                 waiting[timer.journey, timer.step_id] += 1
@@ -355,7 +354,7 @@ class JourneyProcessor:
         stored = self._states.table.get(due.customer_id.encode())
         if stored is None:
             return None
-        found = (t for t in document_timers(orjson.loads(stored)) if t.timer_id == due.timer_id)
+        found = (t for t in stored_state_timers(stored) if t.timer_id == due.timer_id)
         timer = next(found, None)
         return timer.timer(due.customer_id) if timer is not None else None
 

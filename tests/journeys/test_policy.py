@@ -22,6 +22,7 @@ from journeys import (
     load_journey_text,
     pending_timers,
     simulate,
+    stored_state_timers,
 )
 from schemas import (
     CartAbandoned,
@@ -197,7 +198,9 @@ def test_the_state_holds_every_live_timer_a_wait_and_a_deferred_send_alike() -> 
         live.update((t.timer_id, t) for t in outcome.timers)
         for timer_id in outcome.cancelled_timers:
             live.pop(timer_id)
-        stored = [t.timer("c1") for t in document_timers(orjson.loads(encode(outcome.state)))]
+        document = document_timers(orjson.loads(encode(outcome.state)))
+        stored = [t.timer("c1") for t in document]
+        assert [t.timer("c1") for t in stored_state_timers(encode(outcome.state))] == stored
         by_id = {t.timer_id: t for t in pending_timers(outcome.state)}
         assert by_id == {t.timer_id: t for t in stored} == live
         kinds.add(len(outcome.state.contact.deferred) > 0)

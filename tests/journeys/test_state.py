@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from journeys import CustomerState, InstanceState, SentAction
+from journeys import CustomerState, InstanceState, SentAction, stored_state_timers
 from journeys._policy import SentRecord
 from journeys._state import copy_state
 from schemas import ContactChannel, encode
@@ -91,3 +91,15 @@ def test_a_state_is_blank_exactly_when_it_equals_a_new_one_for_the_same_customer
     for state in candidates:
         assert state.is_blank() == (state == CustomerState(customer_id=state.customer_id))
     assert [state.is_blank() for state in candidates[:4]] == [True, True, False, False]
+
+
+def test_a_stored_state_without_timers_has_none_even_where_its_text_mentions_one() -> None:
+    state = busy_state()
+    assert [t.timer_id for t in stored_state_timers(encode(state))] == ["t-1"]
+    instance = state.instances["post_purchase#o-1"]
+    instance.timer_id = instance.wake_at = None
+    assert stored_state_timers(encode(state)) == []
+    # a seen `timer.fired` event names its timer: parsed, and still no timer of this state
+    instance.seen["timer_fired"] = {"type": "timer.fired", "payload": {"timer_id": "t-0"}}
+    assert b'"timer_id":' in encode(state)
+    assert stored_state_timers(encode(state)) == []

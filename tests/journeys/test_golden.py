@@ -66,6 +66,24 @@ class _StoringEngine(Engine):
         return super().advance(CustomerState.model_validate_json(encode(state)), event, now)
 
 
+class _WatchingEngine(Engine):
+    """Fails if `advance` changes the state it was given."""
+
+    def advance(self, state: CustomerState, event: Touchpoint, now: datetime) -> Outcome:
+        before = encode(state)
+        outcome = super().advance(state, event, now)
+        assert encode(state) == before, f"advance changed the state it was given ({event.type})"
+        return outcome
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_advance_never_changes_the_state_it_is_given(name: str) -> None:
+    # the worker keeps states it has read or written as models (`streams/_state_cache.py`)
+    journeys = [j for j in library_journeys() if name in ("library", j.name)]
+    result = simulate(_WatchingEngine(journeys, default_timezone=TIMEZONE), _events(name))
+    assert result.timeline  # every scenario makes the engine do something
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_a_state_kept_in_memory_acts_as_the_one_read_back_from_storage(name: str) -> None:
     # the worker keeps recently used states as models instead of decoding their bytes again;

@@ -13,7 +13,15 @@ from journeys import (
     merge_states,
 )
 from journeys._policy import SentRecord
-from schemas import CartAbandoned, CartPayload, ContactChannel, CustomerRef, LineItem, SourceChannel
+from schemas import (
+    CartAbandoned,
+    CartPayload,
+    ContactChannel,
+    CustomerRef,
+    LineItem,
+    SourceChannel,
+    encode,
+)
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -102,3 +110,15 @@ def test_an_erased_side_stops_the_merge() -> None:
     anonymous = waiting("anonymous_id:cookie-1", ANON, "web-1")
     assert merge_states(erased, anonymous, T0).state == erased
     assert merge_states(anonymous, erased, T0).timers == ()
+
+
+def test_a_merge_leaves_both_states_it_was_given_as_they_were() -> None:
+    # the worker keeps states it has read as models (`streams/_state_cache.py`)
+    earlier = waiting("anonymous_id:cookie-1", ANON, "web-1", T0)
+    later = waiting("aino", CustomerRef(customer_id="aino"), "web-2", T0 + timedelta(minutes=1))
+    later.contact.recent.append(SentRecord(channel=ContactChannel.EMAIL, at=T0))
+    before = (encode(later), encode(earlier))
+
+    merge_states(later, earlier, T0 + timedelta(minutes=5))
+
+    assert (encode(later), encode(earlier)) == before

@@ -15,7 +15,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from journeys import CustomerState, Engine, Outcome, SimulationResult, library_journeys, simulate
+from journeys import (
+    CustomerState,
+    Engine,
+    Journey,
+    Outcome,
+    SimulationResult,
+    library_journeys,
+    simulate,
+)
 from schemas import Touchpoint, encode, touchpoint_from_dict
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -28,9 +36,12 @@ def _events(name: str) -> list[Touchpoint]:
     return [touchpoint_from_dict(orjson.loads(line)) for line in lines if line.strip()]
 
 
+def _journeys(name: str) -> list[Journey]:
+    return [j for j in library_journeys() if name in ("library", j.name)]
+
+
 def _run(name: str) -> SimulationResult:
-    journeys = [j for j in library_journeys() if name in ("library", j.name)]
-    return simulate(Engine(journeys, default_timezone=TIMEZONE), _events(name))
+    return simulate(Engine(_journeys(name), default_timezone=TIMEZONE), _events(name))
 
 
 def _check(path: Path, produced: bytes) -> None:
@@ -79,8 +90,7 @@ class _WatchingEngine(Engine):
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_advance_never_changes_the_state_it_is_given(name: str) -> None:
     # the worker keeps states it has read or written as models (`streams/_state_cache.py`)
-    journeys = [j for j in library_journeys() if name in ("library", j.name)]
-    result = simulate(_WatchingEngine(journeys, default_timezone=TIMEZONE), _events(name))
+    result = simulate(_WatchingEngine(_journeys(name), default_timezone=TIMEZONE), _events(name))
     assert result.timeline  # every scenario makes the engine do something
 
 
@@ -88,8 +98,7 @@ def test_advance_never_changes_the_state_it_is_given(name: str) -> None:
 def test_a_state_kept_in_memory_acts_as_the_one_read_back_from_storage(name: str) -> None:
     # the worker keeps recently used states as models instead of decoding their bytes again;
     # that is only sound if nothing a state holds changes meaning in its JSON round trip
-    journeys = [j for j in library_journeys() if name in ("library", j.name)]
-    events = _events(name)
+    journeys, events = _journeys(name), _events(name)
     kept = simulate(Engine(journeys, default_timezone=TIMEZONE), events)
     stored = simulate(_StoringEngine(journeys, default_timezone=TIMEZONE), events)
     assert kept.render_timeline() == stored.render_timeline()

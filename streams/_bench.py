@@ -680,12 +680,13 @@ def _kill_one_of_two(
             "a third of the events",
         )
         workers[1].kill()
+
+        def caught_up() -> bool:
+            workers[0].check_alive()  # a crashed survivor says why, with its log
+            return _all_committed(settings, scale.events)
+
         try:
-            wait_until(
-                lambda: _all_committed(settings, scale.events),
-                scale.timeout_seconds,
-                "the survivor to take over",
-            )
+            wait_until(caught_up, scale.timeout_seconds, "the survivor to take over")
         except BenchError as exc:
             # where the survivor stopped: which partitions' commits lag behind their ends
             raise BenchError(

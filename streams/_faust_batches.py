@@ -31,9 +31,13 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
     queue = channel.queue
     app = stream.app
     while not stream.should_stop:
-        if queue._errors:  # thrown into the channel by Faust
-            raise queue._errors.popleft()
-        queued = [await queue.get()]
+        try:
+            # raises what Faust threw into the channel (the queue's get does that too)
+            queued = [await queue.get()]
+        except StopAsyncIteration:
+            # how Faust ends a stream when the worker stops; raised on from an async generator
+            # it becomes a RuntimeError, logged as the agent crashing at every shutdown
+            return
         while len(queued) < max_events and not queue.empty():
             queued.append(queue.get_nowait())
         batch = [event for event in queued if _admitted(app, event)]

@@ -38,6 +38,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.types import TP, Message
 
@@ -181,12 +182,16 @@ def commit_holes(consumer: Any) -> dict[TP, Hole]:
 
     Faust itself commits only while the lowest acked offset is at most one past the committed
     offset (`Consumer._new_offset`); a record still unacked below the lowest ack is in flight.
-    None while a commit is in progress: it has taken the acks it commits out of the books but
+    Only partitions this worker holds: Faust's books can still hold a revoked partition, whose
+    acks arrived after the revoke (B5's survivor, its partner killed right after a rebalance,
+    sought such a partition and crashed on aiokafka's `IllegalStateError`). Empty while a
+    commit is in progress: it has taken the acks it commits out of the books but
     not yet moved the committed offset, which looks like a hole (a million-timer B3 run on a
     starved machine read four partitions again from a 6.6 s commit's old offsets).
     """
     if getattr(consumer, "_commit_fut", None) is not None:
         return {}
+    assigned = consumer.assignment()
     in_flight: dict[TP, int] = {}
     for message in list(consumer._unacked_messages):
         in_flight[message.tp] = min(message.offset, in_flight.get(message.tp, message.offset))
@@ -194,6 +199,10 @@ def commit_holes(consumer: Any) -> dict[TP, Hole]:
     for tp, acked in list(consumer._acked.items()):
         committed = consumer._committed_offset.get(tp)
         if not acked or committed is None or not consumer.app.topics.acks_enabled_for(tp.topic):
+            continue
+        if tp not in assigned:
+            # books of a revoked partition (acks of its last records came after the revoke):
+            # another worker reads it now, and a seek here would crash the consumer
             continue
         lowest = min(acked)
         if lowest - committed > 1 and in_flight.get(tp, lowest) >= lowest:
@@ -215,4 +224,8 @@ async def repair_stuck_commits_forever(consumer: Any, interval_seconds: float) -
                 committed,
                 committed,
             )
-            await consumer.seek(tp, committed)
+            try:
+                await consumer.seek(tp, committed)
+            except IllegalStateError:
+                # revoked by a rebalance during an earlier seek of this round
+                log.info("%s[%s]: no longer assigned, not read again", tp.topic, tp.partition)

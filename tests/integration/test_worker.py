@@ -135,6 +135,18 @@ def test_cart_abandoned_yields_the_email_action_after_the_wait(running: Running)
     )
 
 
+def test_a_worker_told_to_stop_stops_cleanly(running: Running) -> None:
+    # after it has processed something, so that the agent waits for its next batch
+    produce(running.settings, cart_abandoned("cust-stop", "ev-stop-1"))
+    running.email.wait_for(
+        lambda ms: bool(actions_for(ms, "cust-stop")), ACTION_TIMEOUT, "the reminder email"
+    )
+    assert running.worker.stop() == 0
+    log = running.worker.log_path.read_text(errors="replace")
+    assert "Crashed" not in log
+    assert "Traceback" not in log
+
+
 def test_an_order_before_the_wait_ends_means_no_email(running: Running) -> None:
     produce(
         running.settings,

@@ -33,9 +33,25 @@ class Event:
 
 
 class Queue(asyncio.Queue[Event]):
+    """As mode's ThrowableQueue: an error thrown in goes to a waiting get, or to the next one."""
+
     def __init__(self) -> None:
         super().__init__()
         self._errors: deque[BaseException] = deque()
+
+    async def get(self) -> Event:
+        if self._errors:
+            raise self._errors.popleft()
+        return await super().get()
+
+    def throw(self, error: BaseException) -> None:
+        waiters = self._getters  # type: ignore[attr-defined]
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                return
+        self._errors.append(error)
 
 
 @dataclass
@@ -175,6 +191,41 @@ def test_topics_without_acks_are_not_tracked() -> None:
 
 def test_an_error_thrown_into_the_channel_is_raised() -> None:
     rig = Rig()
-    rig.queue._errors.append(KeyError("thrown"))
+    rig.queue.throw(KeyError("thrown"))
     with pytest.raises(KeyError):
         asyncio.run(take(rig, 1))
+
+
+def test_an_error_thrown_into_a_waiting_channel_is_raised() -> None:
+    rig = Rig()
+
+    async def run() -> None:
+        batches = asyncio.create_task(take(rig, 1))
+        await asyncio.sleep(0.01)  # now waiting on the empty queue
+        rig.queue.throw(KeyError("thrown"))
+        await batches
+
+    with pytest.raises(KeyError):
+        asyncio.run(run())
+
+
+def test_the_batches_end_when_faust_stops_the_stream() -> None:
+    # Faust throws StopAsyncIteration into the channel when the worker stops; an async
+    # generator that lets it out raises RuntimeError, which Faust logs as the agent crashing
+    rig = Rig()
+    rig.put(0, 1)
+
+    async def run() -> list[list[int]]:
+        batches = asyncio.create_task(take(rig, 3))
+        await asyncio.sleep(0.01)  # the first batch is taken, the generator waits for more
+        rig.queue.throw(StopAsyncIteration())
+        return await asyncio.wait_for(batches, 1)
+
+    assert asyncio.run(run()) == [[0, 1]]
+    assert rig.acked == [0, 1]
+
+
+def test_no_batch_when_the_stream_was_stopped_before_it_started() -> None:
+    rig = Rig()
+    rig.queue.throw(StopAsyncIteration())
+    assert asyncio.run(take(rig, 1)) == []

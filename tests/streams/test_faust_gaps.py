@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from streams._faust_gaps import (
@@ -128,6 +129,7 @@ class FakeConsumer:
     unacked: list[tuple[TP, int]] = field(default_factory=list)
     seeks: list[tuple[TP, int]] = field(default_factory=list)
     _commit_fut: object | None = None  # Faust's commit in progress
+    revoked: set[TP] = field(default_factory=set)  # every other partition is assigned
 
     def __post_init__(self) -> None:
         self.app = SimpleNamespace(
@@ -146,7 +148,12 @@ class FakeConsumer:
     def _unacked_messages(self) -> list[SimpleNamespace]:
         return [SimpleNamespace(tp=tp, offset=offset) for tp, offset in self.unacked]
 
+    def assignment(self) -> set[TP]:
+        return {TOUCHPOINTS, OTHER, CHANGELOG} - self.revoked
+
     async def seek(self, tp: TP, offset: int) -> None:
+        if tp not in self.assignment():
+            raise IllegalStateError(f"No current assignment for partition {tp}")
         # as the installed guard's seek does: the due offset follows every seek
         self.seeks.append((tp, offset))
         _due_offsets(self).sought(tp, offset)
@@ -213,6 +220,15 @@ def test_no_hole_while_a_commit_is_in_progress() -> None:
     assert commit_holes(consumer) == {TOUCHPOINTS: (86, 90)}
 
 
+def test_no_hole_on_a_partition_this_worker_no_longer_holds() -> None:
+    # B5's survivor: acks of a revoked partition's last records came in after the revoke
+    consumer = FakeConsumer(
+        committed={TOUCHPOINTS: 775, OTHER: 10}, acked={TOUCHPOINTS: [790, 791], OTHER: [15]}
+    )
+    consumer.revoked = {TOUCHPOINTS}
+    assert commit_holes(consumer) == {OTHER: (10, 15)}
+
+
 def test_holes_only_on_stream_inputs_with_a_committed_offset() -> None:
     consumer = FakeConsumer(committed={CHANGELOG: 3}, acked={CHANGELOG: [9], TOUCHPOINTS: [40, 41]})
     assert commit_holes(consumer) == {}
@@ -259,3 +275,27 @@ async def test_the_watch_reads_a_stuck_partition_again_from_its_committed_offset
 
     assert consumer.seeks[0] == (TOUCHPOINTS, 86)
     assert {tp for tp, _ in consumer.seeks} == {TOUCHPOINTS}  # OTHER's commit can move
+
+
+@pytest.mark.asyncio
+async def test_the_watch_goes_on_when_a_rebalance_revokes_a_partition_it_reads_again() -> None:
+    consumer = FakeConsumer(
+        committed={TOUCHPOINTS: 86, OTHER: 10}, acked={TOUCHPOINTS: [88, 89], OTHER: [12]}
+    )
+    seek = consumer.seek
+
+    async def seek_then_lose_the_other(tp: TP, offset: int) -> None:
+        # a rebalance lands while the round's first seek awaits and takes the other partition
+        if not consumer.revoked:
+            consumer.revoked = {OTHER if tp == TOUCHPOINTS else TOUCHPOINTS}
+        await seek(tp, offset)
+
+    consumer.seek = seek_then_lose_the_other  # type: ignore[method-assign]
+    watch = asyncio.create_task(repair_stuck_commits_forever(consumer, interval_seconds=0.01))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not watch.done()  # an IllegalStateError would have ended it
+    watch.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watch
+    assert consumer.seeks  # it did read again where it still could

@@ -389,7 +389,9 @@ class WorkerMetrics:
         a partition, the consumer's fetch position stands in for the next offset to process.
         """
         assigned = {
-            (tp.topic, tp.partition): tp for topic in topics for tp in _assignment(consumer, topic)
+            (tp.topic, tp.partition): tp
+            for topic in topics
+            for tp in assigned_partitions(consumer, topic)
         }
         for key, tp in assigned.items():
             highwater = consumer_highwater(consumer, tp)
@@ -397,7 +399,7 @@ class WorkerMetrics:
                 continue
             position = self._next_offsets.get(key)
             if position is None:
-                position = await _position(consumer, tp)
+                position = await fetch_position(consumer, tp)
             if position is None:
                 continue
             self.consumer_highwater.labels(*key).set(highwater)
@@ -438,7 +440,8 @@ def _parked(state: CustomerState) -> Tally[StepKey]:
 # pay for loading Faust and aiokafka.
 
 
-def _assignment(consumer: Any, topic: str) -> list[Any]:
+def assigned_partitions(consumer: Any, topic: str) -> list[Any]:
+    """The partitions of `topic` assigned to this worker now."""
     from faust.exceptions import ConsumerNotStarted
 
     try:
@@ -457,7 +460,8 @@ def consumer_highwater(consumer: Any, tp: Any) -> int | None:
     return int(highwater) if highwater is not None else None
 
 
-async def _position(consumer: Any, tp: Any) -> int | None:
+async def fetch_position(consumer: Any, tp: Any) -> int | None:
+    """The consumer's position in `tp`: the next offset it hands on."""
     from aiokafka.errors import IllegalStateError
 
     try:

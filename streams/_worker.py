@@ -50,8 +50,14 @@ from streams._identity import (
     control_headers,
     control_of,
 )
+from streams._input_horizon import InputProgress
 from streams._kafka_security import faust_credentials
-from streams._metrics import WorkerMetrics, consumer_highwater
+from streams._metrics import (
+    WorkerMetrics,
+    assigned_partitions,
+    consumer_highwater,
+    fetch_position,
+)
 from streams._settings import Settings
 from streams._shortcut import Backlog, Shortcut, TrackedTopic
 from streams._staging import (
@@ -106,8 +112,10 @@ class JourneyProcessor:
         clock: Clock = utc_now,
         outbox: Outbox | None = None,
         producer: Callable[[], Any] | None = None,
+        inputs: InputProgress | None = None,
     ) -> None:
-        """`producer()`: Faust's producer, for table writes past Faust's table (`TableWriter`)."""
+        """`producer()`: Faust's producer, for table writes past Faust's table (`TableWriter`);
+        `inputs`: how far the inputs are handled, which timers wait for (`_input_horizon`)."""
         self._settings = settings
         self._engine = engine
         self._metrics = metrics
@@ -120,6 +128,7 @@ class JourneyProcessor:
         self._clock = clock
         self.outbox = outbox or Outbox()
         self.index = DueTimeIndex()
+        self._inputs = inputs
         self._index_changes: list[tuple[Due | None, str | None]] = []
         self._finished: list[_Finished] = []
         metrics.declare_journeys(engine.journeys)
@@ -163,6 +172,8 @@ class JourneyProcessor:
             )
 
     def record_processed(self, events: Sequence[Event]) -> None:
+        if self._inputs is not None:
+            self._inputs.processed(events)
         for event in events:
             message = event.message
             self._metrics.processed(message.topic, message.partition, message.offset)
@@ -323,9 +334,12 @@ class JourneyProcessor:
         other event.
         """
         now = self._clock()
+        next_due = self.index.next_due()
+        if next_due is None or next_due > now:
+            return 0
         due = [
             (entry, timer)
-            for entry in self.index.pop_due(now, _TIMERS_PER_TICK)
+            for entry in self.index.pop_due(await self._handled_until(now), _TIMERS_PER_TICK)
             if (timer := self._stored_timer(entry)) is not None
         ]
         if not due:
@@ -348,6 +362,22 @@ class JourneyProcessor:
             self._metrics.timers_fired.inc()
             self._metrics.timer_lag.observe(max(0.0, (now - timer.due_at).total_seconds()))
         return fired
+
+    async def _handled_until(self, now: datetime) -> datetime:
+        """Now, or earlier while an input partition's unread records are older than that."""
+        if self._inputs is None:
+            return now
+        horizon = await self._inputs.horizon(now.timestamp())
+        if horizon >= now.timestamp():
+            return now
+        return datetime.fromtimestamp(max(horizon, 0.0), UTC)
+
+    def forget_partitions(self) -> None:
+        """At a revoke: the timers of partitions another worker may own now must not fire here
+        (the index comes back from the states of the new assignment, `rebuild_timer_index`)."""
+        self.index.clear()
+        if self._inputs is not None:
+            self._inputs.forget()
 
     def _stored_timer(self, due: Due) -> Timer | None:
         """The timer as its customer's state holds it (None once its event has removed it)."""
@@ -450,6 +480,16 @@ def build_app(
         start=lambda p: read_offset(app.consumer, TP(settings.customer_topic, p)),
     )
     tracked_customers = TrackedTopic(customers, settings.partitions, backlog)
+    # external inputs only: the customer topic's records are ahead of a timer.fired sent now
+    input_topics = (settings.touchpoints_topic, settings.identity_topic)
+    inputs = InputProgress(
+        held=lambda: [
+            tp for topic in input_topics for tp in assigned_partitions(app.consumer, topic)
+        ],
+        highwater=lambda tp: consumer_highwater(app.consumer, tp),
+        position=lambda tp: fetch_position(app.consumer, tp),
+        handed=lambda tp: read_offset(app.consumer, tp),
+    )
     # one outbox: the batch's records from both steps are acked together before it saves
     outbox = Outbox()
     processor = JourneyProcessor(
@@ -466,6 +506,7 @@ def build_app(
         clock=clock,
         outbox=outbox,
         producer=lambda: app.producer,
+        inputs=inputs,
     )
     shortcut = Shortcut(
         processor.handle_touchpoint,
@@ -499,8 +540,9 @@ def build_app(
     pipeline = Pipeline(settings, identity, processor, backlog)
     app.agent(pipeline_input, name="pipeline", concurrency=1)(pipeline.process)
 
-    async def forget_backlog(*_: Any, **__: Any) -> None:
+    async def forget_partitions(*_: Any, **__: Any) -> None:
         backlog.forget()
+        processor.forget_partitions()
 
     async def hold_partitions(*args: Any, **__: Any) -> None:
         assigned: set[TP] = args[1]  # (sender, the whole new assignment)
@@ -508,7 +550,7 @@ def build_app(
         log.info("customer topic partitions held: %s", held)
         backlog.hold(held)
 
-    app.on_partitions_revoked.connect(forget_backlog)
+    app.on_partitions_revoked.connect(forget_partitions)
     app.on_partitions_assigned.connect(hold_partitions)
 
     async def after_recovery() -> None:

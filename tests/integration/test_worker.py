@@ -22,6 +22,8 @@ from schemas import (
     LineItem,
     OrderPlaced,
     OrderPlacedPayload,
+    ProductViewed,
+    ProductViewedPayload,
     SourceChannel,
     Suppression,
     Touchpoint,
@@ -33,8 +35,10 @@ from tests.integration.harness import (
     SLOW_JOURNEYS,
     TopicReader,
     WorkerProcess,
+    committed_offset,
     isolated_settings,
     produce,
+    wait_for,
     wait_until_committed,
 )
 
@@ -224,6 +228,71 @@ def test_a_pending_timer_survives_sigkill_and_restart(
         email.poll(1.0)
         ids = {action.action_id for action in actions_for(email.messages, "cust-restart")}
         assert ids == {expected_email(SLOW_JOURNEYS, event).action_id}
+    except BaseException:
+        print(first.log_tail(), second.log_tail() if second else "")
+        raise
+    finally:
+        email.close()
+        first.stop()
+        if second:
+            second.stop()
+
+
+BACKLOG = 6000
+
+
+def _viewed(n: int) -> ProductViewed:
+    return ProductViewed(
+        event_id=f"ev-view-{n}",
+        occurred_at=datetime(2026, 11, 23, 12, 1, tzinfo=UTC),
+        channel=SourceChannel.WEB,
+        customer=CustomerRef(customer_id=f"cust-viewer-{n}"),
+        payload=ProductViewedPayload(sku="TRAIL-42"),
+    )
+
+
+def _wait_committed(settings: Settings, touchpoints: int, worker: WorkerProcess) -> None:
+    wait_for(
+        lambda: committed_offset(settings, settings.touchpoints_topic) >= touchpoints,
+        f"{touchpoints} touchpoints committed",
+        120.0,
+        worker,
+    )
+
+
+def test_a_timer_due_while_its_customer_s_order_waits_in_a_backlog_does_not_overtake_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # the rebalance test once sent such a reminder: the worker that took the partition over
+    # fired the overdue timer before it had read the order. Made certain here: one partition,
+    # the order behind thousands of other events, the worker back only once the timer is due.
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path / "data", journeys_dir=SLOW_JOURNEYS, partitions=1
+    )
+    email = TopicReader(kafka_bootstrap, [settings.action_topic("email")])
+    first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
+    second: WorkerProcess | None = None
+    try:
+        produce(settings, _viewed(-1))
+        _wait_committed(settings, 1, first)  # up and running: the cart is processed at once
+        produce(settings, cart_abandoned("cust-backlog", "ev-backlog-cart"))
+        carted = time.monotonic()
+        _wait_committed(settings, 2, first)
+        first.kill()
+        producer = TouchpointProducer(settings)
+        for n in range(BACKLOG):
+            producer.send(_viewed(n))
+        producer.send(order_placed("cust-backlog", "ev-backlog-order"))
+        assert producer.close() == BACKLOG + 1
+        assert time.monotonic() - carted < 8.0, "the order came after the reminder was due"
+        time.sleep(max(0.0, carted + 9.0 - time.monotonic()))  # the reminder is overdue now
+
+        second = WorkerProcess(settings, tmp_path / "worker-2.log").start()
+        _wait_committed(settings, BACKLOG + 3, second)
+        email.poll(3.0)
+        # the second worker came back with the reminder's timer pending and overdue
+        assert "timer index rebuilt: 1 pending timers" in second.log_path.read_text()
+        assert actions_for(email.messages, "cust-backlog") == []
     except BaseException:
         print(first.log_tail(), second.log_tail() if second else "")
         raise

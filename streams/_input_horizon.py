@@ -1,0 +1,109 @@
+"""How far in time the worker has handled its inputs: a due timer fires only up to there.
+
+A due timer's `timer.fired` record goes to the end of its customer's partition. An earlier
+input about that customer still unread behind it (a backlog after a rebalance or a restart, or
+a worker that falls behind) is then processed after the timer, and the timer acts on a state
+that misses it. The rebalance test (tests/integration/test_rebalance.py) caught one: a worker
+took a partition over, its rebuilt index held a cart reminder already due, and the reminder
+went out although the customer's order, placed right after the cart, was waiting in the
+touchpoints backlog that worker had not read yet.
+
+The horizon is the earliest of, over the input partitions this worker holds: now, for a
+partition the agent has processed to its end; else the timestamp of the last record of it the
+agent processed (minus infinity before the first). Timers due after the horizon wait for it.
+Processed, not only fetched: the identity step sends a touchpoint on through the customer
+topic when its customer has a record there still unread (a `timer.fired` among them), so a
+touchpoint fetched before the timer fired can still land behind it. A partition counts as
+processed to its end when the last processed record is the one before the end, or when the
+consumer has handed on everything to the end and the agent has processed the last record it
+handed on: the end of a partition a transactional producer writes is a marker, not a record.
+The customer topic is left out: what it carries is either already there, ahead of a
+`timer.fired` sent now, or this worker's own `timer.fired` records, which must not hold back
+the next ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streams._staging import Event
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """One input partition: its end, and how far the consumer and the agent have got."""
+
+    highwater: int | None  # from the last fetch response; None before the first
+    position: int | None  # the next offset the consumer hands on; None while unknown
+    handed: int | None  # the last offset handed on, or the one a seek set (Faust's read offset)
+    processed: int | None  # the last offset the agent processed since the rebalance
+    last_timestamp: float | None  # of that record, epoch seconds
+
+
+def input_horizon(now: float, partitions: Iterable[PartitionProgress]) -> float:
+    """The time up to which every input record of `partitions` has been handled."""
+    horizon = now
+    for partition in partitions:
+        if _processed_to_the_end(partition):
+            continue
+        last = partition.last_timestamp
+        horizon = min(horizon, last if last is not None else -math.inf)
+    return horizon
+
+
+def _processed_to_the_end(partition: PartitionProgress) -> bool:
+    end, processed, handed = partition.highwater, partition.processed, partition.handed
+    if end is None:
+        return False
+    if processed is not None and processed + 1 >= end:
+        return True
+    if partition.position is None or partition.position < end:
+        return False  # records before the end not handed on yet
+    # everything handed on: processed too, or nothing handed since a seek to the end
+    return handed is None or handed >= end or handed == processed
+
+
+class InputProgress:
+    """The last record the agent processed per input partition, since the last rebalance.
+
+    `held()`: the input partitions this worker holds; `highwater(tp)`: a partition's end from
+    the last fetch; `position(tp)`: the next offset the consumer hands on; `handed(tp)`: the
+    last offset it handed on (or the offset a seek set).
+    """
+
+    def __init__(
+        self,
+        held: Callable[[], Iterable[Any]],
+        highwater: Callable[[Any], int | None],
+        position: Callable[[Any], Awaitable[int | None]],
+        handed: Callable[[Any], int | None],
+    ) -> None:
+        self._held = held
+        self._highwater = highwater
+        self._position = position
+        self._handed = handed
+        self._last: dict[Any, tuple[int, float]] = {}
+
+    def processed(self, events: Sequence[Event]) -> None:
+        for event in events:
+            message = event.message
+            self._last[message.tp] = (message.offset, message.timestamp)
+
+    def forget(self) -> None:
+        """At a rebalance: a partition kept may be read again from an earlier offset."""
+        self._last.clear()
+
+    async def horizon(self, now: float) -> float:
+        partitions = [await self._progress(tp) for tp in self._held()]
+        return input_horizon(now, partitions)
+
+    async def _progress(self, tp: Any) -> PartitionProgress:
+        offset, timestamp = self._last.get(tp, (None, None))
+        end = self._highwater(tp)
+        at_end = end is not None and offset is not None and offset + 1 >= end
+        # the position is a call into the consumer's thread: only when it can matter
+        position = None if at_end else await self._position(tp)
+        return PartitionProgress(end, position, self._handed(tp), offset, timestamp)

@@ -6,6 +6,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -210,32 +211,52 @@ def test_a_pending_timer_survives_sigkill_and_restart(
     """
     settings = isolated_settings(kafka_bootstrap, tmp_path / "data", journeys_dir=SLOW_JOURNEYS)
     event = cart_abandoned("cust-restart", "ev-restart-1", phone="+358401234567")
-    first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
-    email = TopicReader(kafka_bootstrap, [settings.action_topic("email")])
-    second: WorkerProcess | None = None
-    try:
+    with (
+        restarted(settings, tmp_path) as run,
+        closing(TopicReader(kafka_bootstrap, [settings.action_topic("email")])) as email,
+    ):
         produce(settings, event)
-        wait_until_committed(settings, first)
-        first.kill()
+        wait_until_committed(settings, run.first)
+        run.first.kill()
         assert actions_for(email.poll(0.5), "cust-restart") == [], "email came before the kill"
         if local_state == "lost":
             shutil.rmtree(settings.data_dir)
 
-        second = WorkerProcess(settings, tmp_path / "worker-2.log").start()
+        run.start_second()
         email.wait_for(
             lambda ms: bool(actions_for(ms, "cust-restart")), ACTION_TIMEOUT, "the email"
         )
         email.poll(1.0)
         ids = {action.action_id for action in actions_for(email.messages, "cust-restart")}
         assert ids == {expected_email(SLOW_JOURNEYS, event).action_id}
+
+
+class Restart:
+    """A worker, and later a second one on the same settings (after the first is killed)."""
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        self._settings = settings
+        self._tmp_path = tmp_path
+        self.first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
+        self.second: WorkerProcess | None = None
+
+    def start_second(self) -> WorkerProcess:
+        self.second = WorkerProcess(self._settings, self._tmp_path / "worker-2.log").start()
+        return self.second
+
+
+@contextmanager
+def restarted(settings: Settings, tmp_path: Path) -> Iterator[Restart]:
+    run = Restart(settings, tmp_path)
+    try:
+        yield run
     except BaseException:
-        print(first.log_tail(), second.log_tail() if second else "")
+        print(run.first.log_tail(), run.second.log_tail() if run.second else "")
         raise
     finally:
-        email.close()
-        first.stop()
-        if second:
-            second.stop()
+        run.first.stop()
+        if run.second:
+            run.second.stop()
 
 
 BACKLOG = 6000
@@ -269,16 +290,16 @@ def test_a_timer_due_while_its_customer_s_order_waits_in_a_backlog_does_not_over
     settings = isolated_settings(
         kafka_bootstrap, tmp_path / "data", journeys_dir=SLOW_JOURNEYS, partitions=1
     )
-    email = TopicReader(kafka_bootstrap, [settings.action_topic("email")])
-    first = WorkerProcess(settings, tmp_path / "worker-1.log").start()
-    second: WorkerProcess | None = None
-    try:
+    with (
+        restarted(settings, tmp_path) as run,
+        closing(TopicReader(kafka_bootstrap, [settings.action_topic("email")])) as email,
+    ):
         produce(settings, _viewed(-1))
-        _wait_committed(settings, 1, first)  # up and running: the cart is processed at once
+        _wait_committed(settings, 1, run.first)  # up and running: the cart is processed at once
         produce(settings, cart_abandoned("cust-backlog", "ev-backlog-cart"))
         carted = time.monotonic()
-        _wait_committed(settings, 2, first)
-        first.kill()
+        _wait_committed(settings, 2, run.first)
+        run.first.kill()
         producer = TouchpointProducer(settings)
         for n in range(BACKLOG):
             producer.send(_viewed(n))
@@ -287,20 +308,12 @@ def test_a_timer_due_while_its_customer_s_order_waits_in_a_backlog_does_not_over
         assert time.monotonic() - carted < 8.0, "the order came after the reminder was due"
         time.sleep(max(0.0, carted + 9.0 - time.monotonic()))  # the reminder is overdue now
 
-        second = WorkerProcess(settings, tmp_path / "worker-2.log").start()
+        second = run.start_second()
         _wait_committed(settings, BACKLOG + 3, second)
         email.poll(3.0)
         # the second worker came back with the reminder's timer pending and overdue
         assert "timer index rebuilt: 1 pending timers" in second.log_path.read_text()
         assert actions_for(email.messages, "cust-backlog") == []
-    except BaseException:
-        print(first.log_tail(), second.log_tail() if second else "")
-        raise
-    finally:
-        email.close()
-        first.stop()
-        if second:
-            second.stop()
 
 
 def _header(message: Message, name: str) -> bytes:

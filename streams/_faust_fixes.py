@@ -113,6 +113,12 @@ def install_fetch_max_wait(settings: Settings) -> None:
     thread_class._create_worker_consumer = _create_worker_consumer
 
 
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """Faust's committed offset of `tp` as this worker last committed or sought to it."""
+    offset = consumer._committed_offset.get(tp)
+    return int(offset) if offset is not None else None
+
+
 def read_offset(consumer: Any, tp: Any) -> int | None:
     """Faust's read offset of `tp`: after an assignment the committed offset it sought to (the
     next record to read), later the offset of the last record it handed to a stream."""

@@ -1,25 +1,30 @@
-"""How far in time the worker has handled its inputs: a due timer fires only up to there.
+"""How far in time the worker has handled its touchpoints: a due timer fires only up to there.
 
 A due timer's `timer.fired` record goes to the end of its customer's partition. An earlier
-input about that customer still unread behind it (a backlog after a rebalance or a restart, or
-a worker that falls behind) is then processed after the timer, and the timer acts on a state
-that misses it. The rebalance test (tests/integration/test_rebalance.py) caught one: a worker
-took a partition over, its rebuilt index held a cart reminder already due, and the reminder
-went out although the customer's order, placed right after the cart, was waiting in the
-touchpoints backlog that worker had not read yet.
+touchpoint of that customer still unprocessed (a backlog after a rebalance or a restart, or a
+worker that falls behind) is then processed after the timer, and the timer acts on a state that
+misses it. The rebalance test (tests/integration/test_rebalance.py) caught one: a worker took a
+partition over, its rebuilt index held a cart reminder already due, and the reminder went out
+although the customer's order, placed right after the cart, was waiting in the touchpoints
+backlog that worker had not read yet.
 
-The horizon is the earliest of, over the input partitions this worker holds: now, for a
-partition the agent has processed to its end; else the timestamp of the last record of it the
-agent processed (minus infinity before the first). Timers due after the horizon wait for it.
-Processed, not only fetched: the identity step sends a touchpoint on through the customer
-topic when its customer has a record there still unread (a `timer.fired` among them), so a
-touchpoint fetched before the timer fired can still land behind it. A partition counts as
-processed to its end when the last processed record is the one before the end, or when the
-consumer has handed on everything to the end and the agent has processed the last record it
-handed on: the end of a partition a transactional producer writes is a marker, not a record.
-The customer topic is left out: what it carries is either already there, ahead of a
-`timer.fired` sent now, or this worker's own `timer.fired` records, which must not hold back
-the next ones.
+The horizon is the earliest of, over the touchpoints partitions this worker holds: now, for a
+partition processed to its end; else the timestamp of the last record of it the agent processed
+(minus infinity before the first). Timers due after the horizon wait for it. Processed, not only
+fetched: the identity step sends a touchpoint on through the customer topic when its customer
+has a record there still unread (a `timer.fired` among them), so a touchpoint fetched before the
+timer fired can still land behind it.
+
+A partition is processed to its end when the last record the agent processed is the one before
+the end, when the committed offset has reached the end (what the agent skips at a rebalance is
+acked and committed, never processed), or when the consumer has handed on everything to the end
+and the agent has processed the last record handed on (the end of a partition that a
+transactional producer writes is a marker, which no record reaches).
+
+Only the touchpoints: the identity and customer topics are the workers' own output read back.
+They lag while a worker works through a backlog because it writes them as it goes, and would
+hold the timers back by that; what they already carry was caused by touchpoints this horizon
+covers.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from streams._staging import Event
 
 @dataclass(frozen=True, slots=True)
 class PartitionProgress:
-    """One input partition: its end, and how far the consumer and the agent have got."""
+    """One touchpoints partition: its end, and how far the consumer and the agent have got."""
 
     highwater: int | None  # from the last fetch response; None before the first
+    committed: int | None  # the group's committed offset, as this worker last committed it
     position: int | None  # the next offset the consumer hands on; None while unknown
     handed: int | None  # the last offset handed on, or the one a seek set (Faust's read offset)
     processed: int | None  # the last offset the agent processed since the rebalance
@@ -44,21 +50,23 @@ class PartitionProgress:
 
 
 def input_horizon(now: float, partitions: Iterable[PartitionProgress]) -> float:
-    """The time up to which every input record of `partitions` has been handled."""
+    """The time up to which every record of `partitions` has been handled."""
     horizon = now
     for partition in partitions:
-        if _processed_to_the_end(partition):
+        if processed_to_the_end(partition):
             continue
         last = partition.last_timestamp
         horizon = min(horizon, last if last is not None else -math.inf)
     return horizon
 
 
-def _processed_to_the_end(partition: PartitionProgress) -> bool:
+def processed_to_the_end(partition: PartitionProgress) -> bool:
     end, processed, handed = partition.highwater, partition.processed, partition.handed
     if end is None:
         return False
     if processed is not None and processed + 1 >= end:
+        return True
+    if partition.committed is not None and partition.committed >= end:
         return True
     if partition.position is None or partition.position < end:
         return False  # records before the end not handed on yet
@@ -67,22 +75,24 @@ def _processed_to_the_end(partition: PartitionProgress) -> bool:
 
 
 class InputProgress:
-    """The last record the agent processed per input partition, since the last rebalance.
+    """The last record the agent processed per touchpoints partition, since the last rebalance.
 
-    `held()`: the input partitions this worker holds; `highwater(tp)`: a partition's end from
-    the last fetch; `position(tp)`: the next offset the consumer hands on; `handed(tp)`: the
-    last offset it handed on (or the offset a seek set).
+    `held()`: the touchpoints partitions this worker holds; `highwater(tp)`: a partition's end
+    from the last fetch; `committed(tp)`: its committed offset; `position(tp)`: the next offset
+    the consumer hands on; `handed(tp)`: the last offset it handed on (or the one a seek set).
     """
 
     def __init__(
         self,
         held: Callable[[], Iterable[Any]],
         highwater: Callable[[Any], int | None],
+        committed: Callable[[Any], int | None],
         position: Callable[[Any], Awaitable[int | None]],
         handed: Callable[[Any], int | None],
     ) -> None:
         self._held = held
         self._highwater = highwater
+        self._committed = committed
         self._position = position
         self._handed = handed
         self._last: dict[Any, tuple[int, float]] = {}
@@ -106,4 +116,6 @@ class InputProgress:
         at_end = end is not None and offset is not None and offset + 1 >= end
         # the position is a call into the consumer's thread: only when it can matter
         position = None if at_end else await self._position(tp)
-        return PartitionProgress(end, position, self._handed(tp), offset, timestamp)
+        return PartitionProgress(
+            end, self._committed(tp), position, self._handed(tp), offset, timestamp
+        )

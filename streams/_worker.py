@@ -40,7 +40,12 @@ from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
 from streams._errors import ConfigError
 from streams._faust_batches import event_batches
 from streams._faust_drain import install_direct_delivery
-from streams._faust_fixes import install_fetch_highwaters, install_fetch_max_wait, read_offset
+from streams._faust_fixes import (
+    committed_offset,
+    install_fetch_highwaters,
+    install_fetch_max_wait,
+    read_offset,
+)
 from streams._faust_flush import install_complete_producer_flush
 from streams._faust_gaps import install_gap_guard, repair_stuck_commits_forever
 from streams._identity import (
@@ -115,7 +120,7 @@ class JourneyProcessor:
         inputs: InputProgress | None = None,
     ) -> None:
         """`producer()`: Faust's producer, for table writes past Faust's table (`TableWriter`);
-        `inputs`: how far the inputs are handled, which timers wait for (`_input_horizon`)."""
+        `inputs`: how far the touchpoints are handled, which timers wait for (`_input_horizon`)."""
         self._settings = settings
         self._engine = engine
         self._metrics = metrics
@@ -364,7 +369,7 @@ class JourneyProcessor:
         return fired
 
     async def _handled_until(self, now: datetime) -> datetime:
-        """Now, or earlier while an input partition's unread records are older than that."""
+        """Now, or earlier while a touchpoints partition's unprocessed records are older."""
         if self._inputs is None:
             return now
         horizon = await self._inputs.horizon(now.timestamp())
@@ -480,13 +485,11 @@ def build_app(
         start=lambda p: read_offset(app.consumer, TP(settings.customer_topic, p)),
     )
     tracked_customers = TrackedTopic(customers, settings.partitions, backlog)
-    # external inputs only: the customer topic's records are ahead of a timer.fired sent now
-    input_topics = (settings.touchpoints_topic, settings.identity_topic)
+    # the touchpoints only: the identity and customer topics are the workers' own output
     inputs = InputProgress(
-        held=lambda: [
-            tp for topic in input_topics for tp in assigned_partitions(app.consumer, topic)
-        ],
+        held=lambda: assigned_partitions(app.consumer, settings.touchpoints_topic),
         highwater=lambda tp: consumer_highwater(app.consumer, tp),
+        committed=lambda tp: committed_offset(app.consumer, tp),
         position=lambda tp: fetch_position(app.consumer, tp),
         handed=lambda tp: read_offset(app.consumer, tp),
     )

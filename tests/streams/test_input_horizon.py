@@ -15,7 +15,7 @@ from streams._staging import Event
 
 NOW = 1_000.0
 TOUCHPOINTS = TP("touchpoints", 0)
-LINKS = TP("links", 0)
+OTHER = TP("touchpoints", 1)
 
 
 def progress(
@@ -24,8 +24,9 @@ def progress(
     at: float | None = None,
     position: int | None = None,
     handed: int | None = None,
+    committed: int | None = None,
 ) -> PartitionProgress:
-    return PartitionProgress(end, position, handed, processed, at)
+    return PartitionProgress(end, committed, position, handed, processed, at)
 
 
 def test_partitions_processed_to_their_end_leave_the_horizon_at_now() -> None:
@@ -65,6 +66,16 @@ def test_an_end_past_the_last_record_does_not_hold_timers_forever() -> None:
     assert input_horizon(NOW, [progress(11, 7, 980.0, position=11, handed=8)]) == 980.0
 
 
+def test_a_partition_committed_to_its_end_has_no_backlog() -> None:
+    # what the agent skipped at a rebalance (an old generation's records) is acked, not processed
+    assert (
+        input_horizon(NOW, [progress(60, 41, 980.0, position=60, handed=59, committed=60)]) == NOW
+    )
+    assert (
+        input_horizon(NOW, [progress(60, 41, 980.0, position=60, handed=59, committed=55)]) == 980.0
+    )
+
+
 def test_no_partitions_no_limit() -> None:
     assert input_horizon(NOW, []) == NOW
 
@@ -76,6 +87,7 @@ class Books:
     highwaters: dict[TP, int]
     positions: dict[TP, int]
     handed: dict[TP, int] = field(default_factory=dict)
+    committed: dict[TP, int] = field(default_factory=dict)
     position_calls: int = 0
 
     def progress(self) -> InputProgress:
@@ -86,6 +98,7 @@ class Books:
         return InputProgress(
             held=lambda: list(self.highwaters),
             highwater=self.highwaters.get,
+            committed=self.committed.get,
             position=position,
             handed=self.handed.get,
         )
@@ -97,8 +110,8 @@ def _event(tp: TP, offset: int, timestamp: float) -> Event:
 
 
 def test_the_horizon_follows_what_the_agent_processed() -> None:
-    books = Books(highwaters={TOUCHPOINTS: 5, LINKS: 3}, positions={TOUCHPOINTS: 5, LINKS: 3})
-    books.handed = {TOUCHPOINTS: 4, LINKS: 3}
+    books = Books(highwaters={TOUCHPOINTS: 5, OTHER: 3}, positions={TOUCHPOINTS: 5, OTHER: 3})
+    books.handed = {TOUCHPOINTS: 4, OTHER: 3}
     inputs = books.progress()
     assert asyncio.run(inputs.horizon(NOW)) == -math.inf  # touchpoints 2..4 handed on only
 
@@ -108,7 +121,7 @@ def test_the_horizon_follows_what_the_agent_processed() -> None:
     inputs.processed([_event(TOUCHPOINTS, 4, 990.0)])
     books.position_calls = 0
     assert asyncio.run(inputs.horizon(NOW)) == NOW
-    assert books.position_calls == 1  # only the links partition, with nothing processed
+    assert books.position_calls == 1  # only the other partition, with nothing processed
 
 
 def test_after_a_rebalance_only_records_processed_since_count() -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streams._staging import Event
@@ -112,10 +112,9 @@ class InputProgress:
 
     async def _progress(self, tp: Any) -> PartitionProgress:
         offset, timestamp = self._last.get(tp, (None, None))
-        end = self._highwater(tp)
-        at_end = end is not None and offset is not None and offset + 1 >= end
-        # the position is a call into the consumer's thread: only when it can matter
-        position = None if at_end else await self._position(tp)
-        return PartitionProgress(
-            end, self._committed(tp), position, self._handed(tp), offset, timestamp
+        progress = PartitionProgress(
+            self._highwater(tp), self._committed(tp), None, self._handed(tp), offset, timestamp
         )
+        if processed_to_the_end(progress):
+            return progress  # the position, a call into the consumer's thread, cannot matter
+        return replace(progress, position=await self._position(tp))

@@ -42,6 +42,8 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import Consumer, ThreadDelegateConsumer
 from faust.types import TP, Message
 
+from streams._faust_fixes import committed_offset
+
 log = logging.getLogger("polku.consumer")
 
 _INSTALLED = "_polku_gap_guard"
@@ -197,7 +199,7 @@ def commit_holes(consumer: Any) -> dict[TP, Hole]:
         in_flight[message.tp] = min(message.offset, in_flight.get(message.tp, message.offset))
     holes = {}
     for tp, acked in list(consumer._acked.items()):
-        committed = consumer._committed_offset.get(tp)
+        committed = committed_offset(consumer, tp)
         if not acked or committed is None or not consumer.app.topics.acks_enabled_for(tp.topic):
             continue
         if tp not in assigned:

@@ -10,9 +10,16 @@ input queue held 1,500 events that it could not get at.
 that are queued (up to `max_events`) at once. A busy worker so gets large batches, an idle
 one answers an event as soon as it arrives. Per event it does the bookkeeping Faust's stream
 iterator does (see `faust/_cython/streams.pyx`): an event of an old consumer generation or
-while flow control is off is skipped and acked; any other is tracked as unacked before the
-agent sees it, and acked once the agent has finished its batch. A batch the agent fails on
-is not acked: its records stay uncommitted and are read again.
+while flow control is off is skipped; any other is tracked as unacked before the agent sees
+it, and acked once the agent has finished its batch. A batch the agent fails on is not acked:
+its records stay uncommitted and are read again.
+
+Unlike Faust's iterator, a skipped event is not acked. Events are skipped only around a
+rebalance, after the revoke dropped the partition's acks from Faust's books; an ack then puts
+the unprocessed offset back into them (the books are defaultdicts), and if the partition comes
+back to this worker, the seek to the committed offset reads the record again while its offset
+already counts as acked. The commit could then pass it before it is processed a second time,
+and a crash in between would lose it. Unacked, it is simply read again after the seek.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
         if batch:
             _mark_inbound(app, batch)
             yield batch
-        for event in queued:
+        for event in batch:
             await stream.ack(event)
 
 

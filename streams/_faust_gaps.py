@@ -20,15 +20,16 @@ A second guard watches the commits. `polku bench` B5 (two workers, one SIGKILLed
 of 13 runs: the survivor took over two partitions and processed every record on them, yet their
 commits stayed where the dead worker had left them (committed 86 and 87, acks only from 88 and
 89 on). The two records right after each committed offset were acked nowhere, so Faust, which
-commits only while its acks reach back to the committed offset, never committed there again. How
-they lost their acks was not pinned down; Faust's books allow it around a rebalance (it drops
-acked offsets when it computes a commit, before the commit is made, and records the committed
-offset whether the commit went through or not, so acks of records delivered again can be
-refused against an offset the next seek takes back). `StuckCommits` sees a partition whose acks
-have such a hole right after the committed offset, with nothing in flight that could fill it,
-at two checks running; the consumer then reads the partition again from the committed offset,
-the records fill the hole, and the commit moves on. Reading again is at-least-once: the records'
-actions come again with the same `action_id`s, which senders drop.
+commits only while its acks reach back to the committed offset, never committed there again.
+Most likely this was the race that `_faust_resume` later fixed, its clear of the agents' queues
+falling after the first records of a fetch were handed on and before the rest were. The watch
+stays as the net for any other way to lose an ack (Faust's books allow more around a rebalance:
+it drops acked offsets when it computes a commit, before the commit is made, and records the
+committed offset whether the commit went through or not). `StuckCommits` sees a partition whose
+acks have such a hole right after the committed offset, with nothing in flight that could fill
+it, at two checks running; the consumer then reads the partition again from the committed
+offset, the records fill the hole, and the commit moves on. Reading again is at-least-once:
+the records' actions come again with the same `action_id`s, which senders drop.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ has a record there still unread (a `timer.fired` among them), so a touchpoint fe
 timer fired can still land behind it.
 
 A partition is processed to its end when the last record the agent processed is the one before
-the end, when the committed offset has reached the end (what the agent skips at a rebalance is
-acked and committed, never processed), or when the consumer has handed on everything to the end
-and the agent has processed the last record handed on (the end of a partition that a
-transactional producer writes is a marker, which no record reaches).
+the end, when the committed offset has reached the end (every record before it was processed,
+here or by the worker that held the partition before), or when the consumer has handed on
+everything to the end and the agent has processed the last record handed on (the end of a
+partition that a transactional producer writes is a marker, which no record reaches).
 
 Only the touchpoints: the identity and customer topics are the workers' own output read back.
 They lag while a worker works through a backlog because it writes them as it goes, and would

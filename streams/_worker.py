@@ -48,6 +48,7 @@ from streams._faust_fixes import (
 )
 from streams._faust_flush import install_complete_producer_flush
 from streams._faust_gaps import install_gap_guard, repair_stuck_commits_forever
+from streams._faust_resume import install_resume_after_clear
 from streams._identity import (
     ABSORB,
     MERGE_INTO,
@@ -453,6 +454,7 @@ def build_app(
     install_fetch_max_wait(settings)
     install_gap_guard()
     install_direct_delivery()
+    install_resume_after_clear()
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.require_bootstrap().split(",")],

@@ -140,7 +140,8 @@ def test_an_event_arriving_alone_is_a_batch_at_once() -> None:
     assert asyncio.run(run()) == [[7]]
 
 
-def test_events_of_an_old_generation_are_skipped_and_acked_as_faust_does() -> None:
+def test_events_of_an_old_generation_are_skipped_and_not_acked() -> None:
+    # an ack would count the unprocessed offset as done once the partition comes back here
     rig = Rig()
     rig.put(0, generation=GENERATION - 1)
     rig.put(1, 2)
@@ -152,7 +153,7 @@ def test_events_of_an_old_generation_are_skipped_and_acked_as_faust_does() -> No
         return await take(rig, 2)
 
     assert asyncio.run(run()) == [[1, 2, 4], [5]]
-    assert rig.acked == [0, 1, 2, 3, 4]
+    assert rig.acked == [1, 2, 4]
     assert rig.tracked == [1, 2, 4, 5]
 
 
@@ -166,7 +167,7 @@ def test_no_event_is_taken_while_flow_control_is_off() -> None:
         return await asyncio.wait_for(take(rig, 1), 1)
 
     assert asyncio.run(run()) == [[2]]
-    assert rig.acked == [0, 1]
+    assert rig.acked == []
 
 
 def test_a_batch_the_agent_fails_on_is_not_acked() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from types import SimpleNamespace
@@ -25,12 +26,14 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from streams import Settings, ensure_topics
+from streams import Settings, _faust_resume, ensure_topics
 from streams._faust_resume import (
     FAUST_FETCH_RECORDS,
     FAUST_ON_RECOVERY_COMPLETED,
+    ActivePartitions,
     fetch_only_active,
     on_recovery_completed,
+    wait_next_records_promptly,
 )
 
 TOUCHPOINTS = TP("touchpoints", 0)
@@ -190,12 +193,79 @@ async def test_a_fetch_takes_only_partitions_in_the_live_set(
     live = {first}
 
     async def fetch(fetcher: Any, active: set[TopicPartition] | None) -> dict[int, int]:
-        return partitions_of(await fetcher(thread, consumer, active, timeout=2.0, max_records=100))
+        """What fetches return within 3 s (each waits at most 50 ms when patched)."""
+        fetched: dict[int, int] = {}
+        deadline = time.monotonic() + 3.0
+        while not fetched and time.monotonic() < deadline:
+            records = await fetcher(thread, consumer, active, timeout=1.0, max_records=100)
+            fetched = partitions_of(records)
+        return fetched
 
     assert await fetch(fetch_only_active, live) == {0: 5}
     live.clear()  # as the end of a changelog recovery leaves it, or a revoke an old fetch's
-    assert await fetch(fetch_only_active, live) == {}
+    assert await fetch(fetch_only_active, live) == {}  # 3 s of fetches took nothing
     assert await consumer.position(second) == 0  # the paused partition's records are still due
     # why: aiokafka reads an empty set as every partition, and Faust's `getmany` then skips
     # the records of the partition that is not active (its position is past them)
     assert await fetch(FAUST_FETCH_RECORDS, live) == {1: 5}
+
+
+def test_a_fetch_waits_briefly_for_records() -> None:
+    # a fetch under way while the partitions are resumed would otherwise wait out Faust's 1 s
+    seen: dict[str, Any] = {}
+
+    async def faust_fetch(self: Any, consumer: Any, active: Any, **kwargs: Any) -> dict[Any, Any]:
+        seen.update(active=active, **kwargs)
+        return {}
+
+    async def run(wait: float) -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_faust_resume, "FAUST_FETCH_RECORDS", faust_fetch)
+            await fetch_only_active(None, None, set(), timeout=wait, max_records=10)
+
+    asyncio.run(run(1.0))
+    assert seen["timeout"] == _faust_resume._IDLE_POLL_SECONDS
+    assert seen["max_records"] == 10
+    assert isinstance(seen["active"], ActivePartitions)
+    assert bool(seen["active"])  # never read as "every partition"
+    asyncio.run(run(0.01))
+    assert seen["timeout"] == 0.01
+
+
+class IdleConsumer:
+    """Faust's consumer with no partition active, as after a revoke or during the seek."""
+
+    def __init__(self, flow_active: bool = True) -> None:
+        self.flow_active = flow_active
+        self.app = SimpleNamespace(client_only=False)
+        self.active: set[TP] = set()
+        self.slept: list[float] = []
+        self.waited_for_flow = False
+        self.can_resume_flow = asyncio.Event()
+
+    def _get_active_partitions(self) -> set[TP]:
+        return self.active
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.active.add(TOUCHPOINTS)  # resumed while it slept
+
+    async def wait(self, event: asyncio.Event) -> None:
+        self.waited_for_flow = True
+        raise RuntimeError("stop here: Faust's own method was called")
+
+
+def test_with_no_partition_active_the_consumer_looks_again_soon() -> None:
+    consumer = IdleConsumer()
+    records, active = asyncio.run(wait_next_records_promptly(consumer, 1.0))
+    assert records == {}
+    assert consumer.slept == [_faust_resume._IDLE_POLL_SECONDS]  # Faust's own sleeps 1 s
+    assert active == {TOUCHPOINTS}  # the caller sees the partitions resumed meanwhile
+
+
+def test_while_flow_is_stopped_fausts_own_wait_runs() -> None:
+    consumer = IdleConsumer(flow_active=False)
+    with pytest.raises(RuntimeError, match="Faust's own method"):
+        asyncio.run(wait_next_records_promptly(consumer, 1.0))
+    assert consumer.waited_for_flow
+    assert consumer.slept == []

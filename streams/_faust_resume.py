@@ -26,7 +26,7 @@ queues are cleared while nothing of the new assignment can be in them), and only
 the stream partitions. Everything else is Faust 0.15.3's code; a test checks that the
 installed Faust's method is still the one this was made from.
 
-The reorder widened a second window, which B5 hit in its second run with it. Faust's
+The reorder widened a second window, which B5 hit in its first run with it. Faust's
 fetch passes aiokafka its live set of active partitions, and aiokafka reads an empty set as
 "every partition". Between the end of the changelog recovery (which pauses the changelogs)
 and the resume of the stream partitions, the set is empty: a fetch under way then took the

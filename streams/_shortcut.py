@@ -140,13 +140,12 @@ class TrackedTopic:
         key: bytes,
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
-        force: bool = False,
     ) -> Any:
         partition = partition_for(key, self._partitions)
         token = self._backlog.sending(key)
         try:
             future = await self._topic.send(
-                key=key, value=value, headers=headers, partition=partition, force=force
+                key=key, value=value, headers=headers, partition=partition
             )
         except BaseException:
             self._backlog.sent(key, partition, None, token)

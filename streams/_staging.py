@@ -5,7 +5,8 @@ produces for them goes out at once, and the new state is written only after the 
 acked them all. A
 crash before that point replays the whole batch from the old state and yields the same records
 (deterministic ids, which senders dedupe); Faust acks the batch's offsets only after the agent
-has finished it, and commits only after its producer is flushed (see `_faust_flush`).
+has finished it, and commits only after its producer and the worker's are flushed (see
+`_faust_flush`, `_client_producer`).
 
 Faust's RocksDB store picks the partition database from the *current event* for reads and
 writes alike, so each staged write remembers the event that made it: it is written to that
@@ -56,7 +57,7 @@ class Outbox:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         # `send` returns once the record is queued in the client; the ack comes with `settle`
-        self._pending.append(await topic.send(key=key, value=value, headers=headers, force=True))
+        self._pending.append(await topic.send(key=key, value=value, headers=headers))
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -144,14 +145,15 @@ class TableWriter:
     buffer, and on each changelog ack stores the record's offset in the partition's database.
     Measured in B1 (1.8 table writes per event): the worker ran at 1.7-2.2k events/s with its
     table writes left out, against ~1.0k with them, so a write cost ~200 µs there. Here the
-    values go into the database directly, the changelog records to Faust's producer (so
-    Faust's flush before a commit still waits for them), and each partition's offset is
+    values go into the database directly, the changelog records to the worker's producer
+    (Faust's flush before a commit waits for them too), and each partition's offset is
     stored once per batch, from the ack of its last record: what recovery replays from there
     on is the same records, applied again to the same values.
     """
 
     def __init__(self, table: Any, producer: Callable[[], Any]) -> None:
-        """`producer()`: Faust's producer (the app's, once it runs)."""
+        """`producer()`: the worker's `ClientProducer`, whose flush Faust's flush before a
+        commit waits for (`_client_producer.install_client_producer`)."""
         store = table.data
         self._table = table
         self._database_of = store._db_for_partition
@@ -171,7 +173,7 @@ class TableWriter:
                 database.delete(key)
             else:
                 continue  # nothing to delete: no tombstone, as Faust's table
-            sent = await producer.send(changelog, key, value, partition, None, None)
+            sent = await producer.send(changelog, key, value, partition)
             sent.add_done_callback(functools.partial(_report_failure, changelog, partition))
             last_sent[partition] = sent
         for partition, sent in last_sent.items():

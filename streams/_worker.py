@@ -37,6 +37,7 @@ from journeys import (
     stored_state_timers,
 )
 from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
+from streams._client_producer import ClientProducer, ClientTopic, install_client_producer
 from streams._errors import ConfigError
 from streams._faust_batches import event_batches
 from streams._faust_drain import install_direct_delivery
@@ -120,7 +121,8 @@ class JourneyProcessor:
         producer: Callable[[], Any] | None = None,
         inputs: InputProgress | None = None,
     ) -> None:
-        """`producer()`: Faust's producer, for table writes past Faust's table (`TableWriter`);
+        """`producer()`: the worker's producer, for table writes past Faust's table
+        (`TableWriter`);
         `inputs`: how far the touchpoints are handled, which timers wait for (`_input_horizon`)."""
         self._settings = settings
         self._engine = engine
@@ -354,7 +356,7 @@ class JourneyProcessor:
         for _, timer in due:
             pending.append(
                 await self._customer_topic.send(
-                    key=timer.customer_id.encode(), value=encode(timer.fired_event(now)), force=True
+                    key=timer.customer_id.encode(), value=encode(timer.fired_event(now))
                 )
             )
         results = await asyncio.gather(*pending, return_exceptions=True)
@@ -477,16 +479,17 @@ def build_app(
         web_bind="127.0.0.1",
         autodiscover=False,
     )
-    # both topics have the same partition count: the tables below are co-partitioned with them
-    touchpoints = _raw_topic(app, settings.touchpoints_topic, settings.partitions)
-    customers = _raw_topic(app, settings.customer_topic, settings.partitions)
-    links = _raw_topic(app, settings.identity_topic, settings.partitions)
+    # everything the worker writes goes through one producer of its own (`_client_producer`)
+    client = ClientProducer(settings)
+    install_client_producer(app, client)
     states = _bytes_table(app, "journey_state", settings)
     backlog = Backlog(
         highwater=lambda p: consumer_highwater(app.consumer, TP(settings.customer_topic, p)),
         start=lambda p: read_offset(app.consumer, TP(settings.customer_topic, p)),
     )
-    tracked_customers = TrackedTopic(customers, settings.partitions, backlog)
+    tracked_customers = TrackedTopic(
+        ClientTopic(client, settings.customer_topic), settings.partitions, backlog
+    )
     # the touchpoints only: the identity and customer topics are the workers' own output
     inputs = InputProgress(
         held=lambda: assigned_partitions(app.consumer, settings.touchpoints_topic),
@@ -502,15 +505,16 @@ def build_app(
         engine,
         metrics,
         customer_topic=tracked_customers,
-        dead_letter=_raw_topic(app, settings.dead_letter_topic),
-        suppressed=_raw_topic(app, settings.suppressed_topic),
+        dead_letter=ClientTopic(client, settings.dead_letter_topic),
+        suppressed=ClientTopic(client, settings.suppressed_topic),
         action_topics={
-            channel.value: _raw_topic(app, name) for channel, name in settings.action_topics.items()
+            channel.value: ClientTopic(client, name)
+            for channel, name in settings.action_topics.items()
         },
         states=states,
         clock=clock,
         outbox=outbox,
-        producer=lambda: app.producer,
+        producer=lambda: client,
         inputs=inputs,
     )
     shortcut = Shortcut(
@@ -522,15 +526,15 @@ def build_app(
         metrics,
     )
     identity = IdentityProcessor(
-        raw_topic=touchpoints,
-        identity_topic=links,
+        raw_topic=ClientTopic(client, settings.touchpoints_topic),
+        identity_topic=ClientTopic(client, settings.identity_topic),
         customer_topic=tracked_customers,
         aliases=_bytes_table(app, "aliases", settings),
         dead_letter=processor.send_to_dead_letter,
         metrics=metrics,
         deliver=shortcut.deliver,
         outbox=outbox,
-        producer=lambda: app.producer,
+        producer=lambda: client,
     )
     # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
     # channels' touchpoints, the identity links and the customer topic: one stream,
@@ -580,10 +584,6 @@ def build_app(
 
     app.task(repair_stuck_commits)
     return app, processor
-
-
-def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
-    return app.topic(name, partitions=partitions, key_serializer="raw", value_serializer="raw")
 
 
 def _bytes_table(app: faust.App, name: str, settings: Settings) -> faust.types.TableT[bytes, bytes]:

@@ -63,7 +63,7 @@ class Topic:
         self.failing = False
 
     async def send(
-        self, key: bytes | None, value: bytes, headers: Any = None, force: bool = False
+        self, key: bytes | None, value: bytes, headers: Any = None
     ) -> asyncio.Future[None]:
         self.sent.append((key, value))
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -40,8 +40,9 @@ def _cart(customer: CustomerRef, event_id: str) -> CartAbandoned:
 def test_customer_keys_land_where_faust_would_put_them(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    # timer.fired events are produced by Faust (aiokafka); channel events by confluent-kafka.
-    # Both must send one customer's events to one partition, or state and events part ways.
+    # Faust's consumer and tables place keys as aiokafka's partitioner does; channels produce
+    # with confluent-kafka. Both must put one customer on one partition, or state and events
+    # part ways.
     settings = _settings(kafka_bootstrap, tmp_path, "partitioner")
     producer = TouchpointProducer(settings)
     customers = [f"customer-{n}" for n in range(40)]

@@ -65,7 +65,8 @@ def test_the_staged_table_sees_its_own_writes_before_the_store(rocksdb_table: An
 
 
 class AckingProducer:
-    """Faust's producer as the writer uses it: each send acked at its partition's next offset."""
+    """The worker's producer as the writer uses it: each send acked at its partition's next
+    offset."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None, int]] = []
@@ -79,8 +80,6 @@ class AckingProducer:
         key: bytes,
         value: bytes | None,
         partition: int,
-        _timestamp: float | None,
-        _headers: Any,
     ) -> asyncio.Future[Any]:
         self.sent.append((topic, key, value, partition))
         offset = self.ends.get(partition, 0)

@@ -24,15 +24,24 @@ and a crash in between would lose it. Unacked, it is simply read again after the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from streams._staging import Event
 
+_WOKEN = object()
 
-async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Event]]:
-    """Batches of the events queued for `stream`'s agent, as it iterates them."""
+
+async def event_batches(
+    stream: Any, max_events: int, wake: asyncio.Event | None = None
+) -> AsyncIterator[list[Event]]:
+    """Batches of the events queued for `stream`'s agent, as it iterates them.
+
+    With `wake`, an agent waiting for events is also woken when `wake` is set, with an empty
+    batch (the worker's agent then fires due timers, `_worker.Pipeline`); the event is cleared.
+    """
     # iterating the channel subscribes a clone of it to the conductor, as a stream does
     channel = stream.channel.__aiter__()
     queue = channel.queue
@@ -40,11 +49,15 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
     while not stream.should_stop:
         try:
             # raises what Faust threw into the channel (the queue's get does that too)
-            queued = [await queue.get()]
+            first = await _next_or_woken(queue, wake)
         except StopAsyncIteration:
             # how Faust ends a stream when the worker stops; raised on from an async generator
             # it becomes a RuntimeError, logged as the agent crashing at every shutdown
             return
+        if first is _WOKEN:
+            yield []
+            continue
+        queued = [first]
         while len(queued) < max_events and not queue.empty():
             queued.append(queue.get_nowait())
         batch = [event for event in queued if _admitted(app, event)]
@@ -53,6 +66,25 @@ async def event_batches(stream: Any, max_events: int) -> AsyncIterator[list[Even
             yield batch
         for event in batch:
             await stream.ack(event)
+
+
+async def _next_or_woken(queue: Any, wake: asyncio.Event | None) -> Any:
+    """The next queued event, or `_WOKEN` when `wake` is set first (an empty queue only)."""
+    if wake is None or not queue.empty():
+        return await queue.get()
+    if not wake.is_set():
+        getter = asyncio.ensure_future(queue.get())
+        woken = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait((getter, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            # a cancelled get leaves the queue as it was (asyncio.Queue hands the item on)
+            getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+    wake.clear()
+    return _WOKEN
 
 
 def _admitted(app: Any, event: Event) -> bool:

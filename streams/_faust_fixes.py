@@ -124,3 +124,23 @@ def read_offset(consumer: Any, tp: Any) -> int | None:
     next record to read), later the offset of the last record it handed to a stream."""
     offset = consumer._read_offset.get(tp)
     return int(offset) if offset is not None else None
+
+
+_RETURNED = "_polku_returned_offsets"
+
+
+def note_returned(consumer: Any, records: Any) -> None:
+    """Note the last offset per partition of a fetch returned to Faust (see `returned_offset`)."""
+    if not records:
+        return
+    returned = consumer.__dict__.setdefault(_RETURNED, {})
+    for tp, batch in records.items():
+        if batch:
+            returned[tp] = int(batch[-1].offset)
+
+
+def returned_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset of the last record of `tp` a fetch has returned to Faust's consumer; those
+    after its read offset are still being handed on to the streams."""
+    offset: int | None = consumer.__dict__.get(_RETURNED, {}).get(tp)
+    return offset

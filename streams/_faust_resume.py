@@ -54,6 +54,8 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+from streams._faust_fixes import note_returned
+
 _INSTALLED = "_polku_resume_after_clear"
 
 # Faust's own methods, which those below replace (`on_recovery_completed` is a reordered copy)
@@ -76,11 +78,14 @@ def install_resume_after_clear() -> None:
 
 # the signature of the method it replaces
 async def wait_next_records_promptly(self: Any, timeout: float) -> Any:  # noqa: ASYNC109
-    """Faust's `Consumer._wait_next_records`, without its 1 s sleep while no partition is active."""
+    """Faust's `Consumer._wait_next_records`, without its 1 s sleep while no partition is
+    active; notes what each fetch returned."""
     if self.flow_active and not self.app.client_only and not self._get_active_partitions():
         await self.sleep(_IDLE_POLL_SECONDS)  # returns early when the consumer stops
         return {}, self._get_active_partitions()
-    return await FAUST_WAIT_NEXT_RECORDS(self, timeout)
+    records, active = await FAUST_WAIT_NEXT_RECORDS(self, timeout)
+    note_returned(self, records)  # for the input horizon (`_input_horizon`)
+    return records, active
 
 
 async def fetch_only_active(self: Any, consumer: Any, active_partitions: Any, **kwargs: Any) -> Any:

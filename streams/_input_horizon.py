@@ -19,7 +19,10 @@ A partition is processed to its end when the last record the agent processed is 
 the end, when the committed offset has reached the end (every record before it was processed,
 here or by the worker that held the partition before), or when the consumer has handed on
 everything to the end and the agent has processed the last record handed on (the end of a
-partition that a transactional producer writes is a marker, which no record reaches).
+partition that a transactional producer writes is a marker, which no record reaches). Handed
+on means all that the fetches returned: Faust hands a fetch's records to the agents a hundred at
+a time, and the agent, which looks for due timers after each batch, can have caught up with the
+first hundred while the fetch's position is already at the end.
 
 Only the touchpoints: the identity and customer topics are the workers' own output read back.
 They lag while a worker works through a backlog because it writes them as it goes, and would
@@ -47,6 +50,8 @@ class PartitionProgress:
     handed: int | None  # the last offset handed on, or the one a seek set (Faust's read offset)
     processed: int | None  # the last offset the agent processed since the rebalance
     last_timestamp: float | None  # of that record, epoch seconds
+    # the last offset a fetch returned to Faust: after `handed`, records still being handed on
+    returned: int | None = None
 
 
 def input_horizon(now: float, partitions: Iterable[PartitionProgress]) -> float:
@@ -70,6 +75,10 @@ def processed_to_the_end(partition: PartitionProgress) -> bool:
         return True
     if partition.position is None or partition.position < end:
         return False  # records before the end not handed on yet
+    if partition.returned is not None and (handed is None or handed < partition.returned):
+        # Faust hands a fetch's records on a hundred at a time, letting the agent run in
+        # between: the agent can have caught up with what was handed on so far
+        return False
     # everything handed on: processed too, or nothing handed since a seek to the end
     return handed is None or handed >= end or handed == processed
 
@@ -79,7 +88,8 @@ class InputProgress:
 
     `held()`: the touchpoints partitions this worker holds; `highwater(tp)`: a partition's end
     from the last fetch; `committed(tp)`: its committed offset; `position(tp)`: the next offset
-    the consumer hands on; `handed(tp)`: the last offset it handed on (or the one a seek set).
+    the consumer hands on; `handed(tp)`: the last offset it handed on (or the one a seek set);
+    `returned(tp)`: the last offset a fetch returned to Faust, which hands them on in turn.
     """
 
     def __init__(
@@ -89,12 +99,14 @@ class InputProgress:
         committed: Callable[[Any], int | None],
         position: Callable[[Any], Awaitable[int | None]],
         handed: Callable[[Any], int | None],
+        returned: Callable[[Any], int | None] = lambda _tp: None,
     ) -> None:
         self._held = held
         self._highwater = highwater
         self._committed = committed
         self._position = position
         self._handed = handed
+        self._returned = returned
         self._last: dict[Any, tuple[int, float]] = {}
 
     def processed(self, events: Sequence[Event]) -> None:
@@ -113,7 +125,13 @@ class InputProgress:
     async def _progress(self, tp: Any) -> PartitionProgress:
         offset, timestamp = self._last.get(tp, (None, None))
         progress = PartitionProgress(
-            self._highwater(tp), self._committed(tp), None, self._handed(tp), offset, timestamp
+            self._highwater(tp),
+            self._committed(tp),
+            None,
+            self._handed(tp),
+            offset,
+            timestamp,
+            self._returned(tp),
         )
         if processed_to_the_end(progress):
             return progress  # the position, a call into the consumer's thread, cannot matter

@@ -77,12 +77,17 @@ class StagedTable:
         self.event: Event | None = None
         self._writes: dict[bytes, tuple[bytes | None, Event | None]] = {}
         self._read = partition_reader(table)
+        self._read_in = partition_reader_by_number(table)
         self._writer = writer
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._writes:
             return self._writes[key][0]
         return self._read(key, self.event)
+
+    def stored(self, key: bytes, partition: int) -> bytes | None:
+        """What the table holds for `key` in `partition`, whatever event is current."""
+        return self._read_in(key, partition)
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None
@@ -207,8 +212,7 @@ def partition_reader(table: Any) -> Callable[[bytes, Event | None], bytes | None
     """
 
     def through_faust(key: bytes, _event: Event | None) -> bytes | None:
-        stored = table.get(key)
-        return bytes(stored) if stored is not None else None
+        return _through_faust(table, key)
 
     if not _plain_rocksdb(table):
         return through_faust
@@ -221,6 +225,29 @@ def partition_reader(table: Any) -> Callable[[bytes, Event | None], bytes | None
         return bytes(stored) if stored is not None else None
 
     return direct
+
+
+def partition_reader_by_number(table: Any) -> Callable[[bytes, int], bytes | None]:
+    """Reads a key of a table in a partition given by its number.
+
+    Outside an event's processing (a timer falls due): Faust's own read would take the
+    partition of whatever event is current in the task, which in the agent's task is the last
+    one of the batch before.
+    """
+    if not _plain_rocksdb(table):
+        return lambda key, _partition: _through_faust(table, key)
+    database_of = table.data._db_for_partition
+
+    def direct(key: bytes, partition: int) -> bytes | None:
+        stored = database_of(partition).get(key)
+        return bytes(stored) if stored is not None else None
+
+    return direct
+
+
+def _through_faust(table: Any, key: bytes) -> bytes | None:
+    stored = table.get(key)
+    return bytes(stored) if stored is not None else None
 
 
 class BatchStage(Protocol):
@@ -238,13 +265,22 @@ class BatchStage(Protocol):
         """Write the staged changes; the batch's records have all been acked."""
 
 
+def _always() -> bool:
+    return True
+
+
 async def process_batch(
     events: Sequence[Event],
     set_event: SetEvent,
     stages: Sequence[BatchStage],
     handle: Callable[[Message], Awaitable[None]],
-) -> None:
-    """Handle every event, wait for the acks of all they produced, and only then save."""
+    keep: Callable[[], bool] = _always,
+) -> bool:
+    """Handle every event, wait for the acks of all they produced, and only then save.
+
+    `keep()` is asked once the acks are in: when it no longer holds (a rebalance has taken the
+    partitions away), nothing is saved and the result is False.
+    """
     try:
         for event in events:
             set_event(event)
@@ -257,5 +293,10 @@ async def process_batch(
         for stage in stages:
             stage.discard()
         raise
+    if not keep():
+        for stage in stages:
+            stage.discard()
+        return False
     for stage in stages:
         await stage.save(set_event)
+    return True

@@ -15,6 +15,7 @@ customer topic, as the architecture draws it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -22,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP, Message
@@ -36,7 +37,7 @@ from journeys import (
     merge_states,
     stored_state_timers,
 )
-from schemas import InvalidEventError, Touchpoint, decode_touchpoint, encode
+from schemas import InvalidEventError, TimerFired, Touchpoint, decode_touchpoint, encode
 from streams._client_producer import ClientProducer, ClientTopic, install_client_producer
 from streams._errors import ConfigError
 from streams._faust_batches import event_batches
@@ -46,6 +47,7 @@ from streams._faust_fixes import (
     install_fetch_highwaters,
     install_fetch_max_wait,
     read_offset,
+    returned_offset,
 )
 from streams._faust_flush import install_complete_producer_flush
 from streams._faust_gaps import install_gap_guard, repair_stuck_commits_forever
@@ -66,7 +68,7 @@ from streams._metrics import (
     fetch_position,
 )
 from streams._settings import Settings
-from streams._shortcut import Backlog, Shortcut, TrackedTopic
+from streams._shortcut import Backlog, Shortcut, TrackedTopic, partition_for
 from streams._staging import (
     Event,
     Outbox,
@@ -82,7 +84,6 @@ from streams._timers import Due, DueTimeIndex
 log = logging.getLogger("polku.worker")
 
 Clock = Callable[[], datetime]
-_TIMERS_PER_TICK = 1_000
 # a commit stuck behind never-acked offsets is read again after two such checks in a row
 _STUCK_COMMIT_CHECK_SECONDS = 5.0
 
@@ -100,6 +101,32 @@ class _Finished:
     before: CustomerState
     outcome: Outcome
     started: float
+
+
+class FiredTimerRecord:
+    """A timer fired in the agent, as the batch stages see it: the record its `timer.fired`
+    event would be on the customer topic, in the partition of its customer's state."""
+
+    offset = -1  # never written to the topic
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def __init__(self, topic: str, partition: int, key: bytes, event: TimerFired) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.key = key
+        self.event = event
+        # when it fired, where the record's Kafka timestamp would be (event-to-action latency)
+        self.timestamp = event.occurred_at.timestamp()
+
+    @functools.cached_property
+    def value(self) -> bytes:
+        # what a dead letter keeps; only then is it needed
+        return encode(self.event)
+
+
+@dataclass(eq=False)
+class FiredTimerEvent:
+    message: FiredTimerRecord
 
 
 class JourneyProcessor:
@@ -139,6 +166,10 @@ class JourneyProcessor:
         self._inputs = inputs
         self._index_changes: list[tuple[Due | None, str | None]] = []
         self._finished: list[_Finished] = []
+        # a revoke counts up: a batch of fired timers begun before it is not saved
+        self._epoch = 0
+        self._firing_done = asyncio.Event()
+        self._firing_done.set()
         metrics.declare_journeys(engine.journeys)
 
     async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
@@ -329,29 +360,74 @@ class JourneyProcessor:
                 "loaded; keep that version, or add a newer one with a `migrate` block"
             )
 
-    async def fire_due_timers_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.timer_poll_seconds)
-            await self.fire_due_timers()
-
-    async def fire_due_timers(self) -> int:
-        """Produce `timer.fired` for every due timer, keyed by customer onto the input topic.
-
-        Only a produce happens here (Faust timers must not write tables, faust#497); the timer
-        leaves its customer's state when its event is processed, in stream context, like any
-        other event.
-        """
-        now = self._clock()
+    def timers_due(self) -> bool:
         next_due = self.index.next_due()
-        if next_due is None or next_due > now:
-            return 0
+        return next_due is not None and next_due <= self._clock()
+
+    async def take_due_timers(self, limit: int) -> tuple[datetime, list[tuple[Due, Timer]]]:
+        """Up to `limit` due timers, out of the index, each with the timer its state holds."""
+        now = self._clock()
+        if not self.timers_due():
+            return now, []
         due = [
             (entry, timer)
-            for entry in self.index.pop_due(await self._handled_until(now), _TIMERS_PER_TICK)
+            for entry in self.index.pop_due(await self._handled_until(now), limit)
             if (timer := self._stored_timer(entry)) is not None
         ]
+        return now, due
+
+    async def fire_here(
+        self, due: Sequence[tuple[Due, Timer]], now: datetime, set_event: SetEvent
+    ) -> int:
+        """Process due timers in this agent, as a batch of their `timer.fired` events.
+
+        Each is handled in the partition of its customer's state, as its record on the customer
+        topic would be, and saved only after its actions are acked; a revoke meanwhile
+        (`forget_partitions`) discards the batch, and the partitions' new owner fires the
+        timers from the states it restores. On a failed send the timers go back into the index.
+        """
         if not due:
             return 0
+        epoch = self._epoch
+        events = [self._fired_record(entry, timer, now) for entry, timer in due]
+        self._firing_done.clear()
+        try:
+            saved = await process_batch(
+                events, set_event, (self,), self._handle_fired, keep=lambda: self._epoch == epoch
+            )
+        except Exception as exc:
+            log.warning("%d due timers not fired, will retry: %s", len(due), exc)
+            if self._epoch == epoch:
+                for entry, _ in due:
+                    self.index.add(entry)
+            return 0
+        finally:
+            self._firing_done.set()
+        if not saved:
+            return 0
+        for _, timer in due:
+            self._count_fired(timer, now)
+        return len(due)
+
+    def _fired_record(self, entry: Due, timer: Timer, now: datetime) -> Event:
+        key = entry.customer_id.encode()
+        partition = partition_for(key, self._settings.partitions)
+        message = FiredTimerRecord(
+            self._settings.customer_topic, partition, key, timer.fired_event(now)
+        )
+        # the parts of Faust's event and message that the batch stages read
+        return cast(Event, FiredTimerEvent(message))
+
+    async def _handle_fired(self, message: Message) -> None:
+        record = cast(FiredTimerRecord, message)
+        await self.handle_touchpoint(message, record.event)
+
+    async def fire_via_topic(self, due: Sequence[tuple[Due, Timer]], now: datetime) -> int:
+        """Produce `timer.fired` for due timers onto the customer topic, keyed by customer.
+
+        Only a produce happens here: the timer leaves its customer's state when its event is
+        processed from the topic, behind the customer's records already there.
+        """
         pending = []
         for _, timer in due:
             pending.append(
@@ -367,9 +443,12 @@ class JourneyProcessor:
                 self.index.add(entry)
                 continue
             fired += 1
-            self._metrics.timers_fired.inc()
-            self._metrics.timer_lag.observe(max(0.0, (now - timer.due_at).total_seconds()))
+            self._count_fired(timer, now)
         return fired
+
+    def _count_fired(self, timer: Timer, now: datetime) -> None:
+        self._metrics.timers_fired.inc()
+        self._metrics.timer_lag.observe(max(0.0, (now - timer.due_at).total_seconds()))
 
     async def _handled_until(self, now: datetime) -> datetime:
         """Now, or earlier while a touchpoints partition's unprocessed records are older."""
@@ -383,13 +462,24 @@ class JourneyProcessor:
     def forget_partitions(self) -> None:
         """At a revoke: the timers of partitions another worker may own now must not fire here
         (the index comes back from the states of the new assignment, `rebuild_timer_index`)."""
+        self._epoch += 1
         self.index.clear()
         if self._inputs is not None:
             self._inputs.forget()
 
+    async def timers_settled(self) -> None:
+        """Wait until no batch of fired timers is in flight (after `forget_partitions`, one
+        that was discards its writes), for at most a session timeout, as Faust's revoke does."""
+        limit = self._settings.session_timeout_seconds
+        try:
+            await asyncio.wait_for(self._firing_done.wait(), limit)
+        except TimeoutError:
+            log.warning("a batch of fired timers was still waiting for acks after %.0f s", limit)
+
     def _stored_timer(self, due: Due) -> Timer | None:
         """The timer as its customer's state holds it (None once its event has removed it)."""
-        stored = self._states.table.get(due.customer_id.encode())
+        key = due.customer_id.encode()
+        stored = self._states.stored(key, partition_for(key, self._settings.partitions))
         if stored is None:
             return None
         found = (t for t in stored_state_timers(stored) if t.timer_id == due.timer_id)
@@ -399,10 +489,15 @@ class JourneyProcessor:
 
 class Pipeline:
     """The worker's one agent: the identity and the journey step, over the touchpoints, the
-    identity links and the customer topic (co-partitioned), a batch at a time.
+    identity links and the customer topic (co-partitioned), a batch at a time; and the timers
+    of its partitions as they fall due.
 
     One agent, not one per step: the two steps share the journey tables once the identity
     step hands touchpoints over directly (`_shortcut`), and a batch of either saves together.
+    A due timer is fired in the agent too, after a batch or when the agent is idle
+    (`wake_for_timers_forever`), when nothing of its customer waits on the customer topic
+    (as the shortcut decides for a touchpoint); otherwise its `timer.fired` event takes the
+    topic, behind what waits there.
     """
 
     def __init__(
@@ -411,15 +506,22 @@ class Pipeline:
         identity: IdentityProcessor,
         journeys: JourneyProcessor,
         backlog: Backlog,
+        may_fire: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`may_fire()`: False while Faust's flow control is off (a rebalance under way)."""
         self._settings = settings
         self._identity = identity
         self._journeys = journeys
         self._backlog = backlog
+        self._may_fire = may_fire
+        self.timers_due = asyncio.Event()
 
     async def process(self, stream: Any) -> None:
-        async for events in event_batches(stream, self._settings.batch_max_events):
-            await self.handle_batch(events, set_current_event)
+        batches = event_batches(stream, self._settings.batch_max_events, self.timers_due)
+        async for events in batches:
+            if events:
+                await self.handle_batch(events, set_current_event)
+            await self.fire_due_timers(set_current_event)
 
     async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         await process_batch(events, set_event, (self._identity, self._journeys), self._route)
@@ -431,6 +533,31 @@ class Pipeline:
             await self._journeys.handle(message)
         else:
             await self._identity.handle(message)
+
+    async def fire_due_timers(self, set_event: SetEvent) -> int:
+        """Fire up to a batch of the timers due now; wake the agent again if more may be."""
+        if not self._may_fire():
+            return 0
+        limit = self._settings.batch_max_events
+        now, due = await self._journeys.take_due_timers(limit)
+        here = [item for item in due if self._fires_here(item[0])]
+        there = [item for item in due if not self._fires_here(item[0])]
+        fired = await self._journeys.fire_here(here, now, set_event)
+        fired += await self._journeys.fire_via_topic(there, now)
+        if len(due) == limit:
+            self.timers_due.set()  # after the input batch that may be waiting
+        return fired
+
+    def _fires_here(self, due: Due) -> bool:
+        key = due.customer_id.encode()
+        return self._backlog.is_clear(partition_for(key, self._settings.partitions), key)
+
+    async def wake_for_timers_forever(self) -> None:
+        """Wake an idle agent when timers are due (a busy one fires them after each batch)."""
+        while True:
+            await asyncio.sleep(self._settings.timer_poll_seconds)
+            if self._journeys.timers_due():
+                self.timers_due.set()
 
 
 def tune_garbage_collector(settings: Settings) -> None:
@@ -497,6 +624,7 @@ def build_app(
         committed=lambda tp: committed_offset(app.consumer, tp),
         position=lambda tp: fetch_position(app.consumer, tp),
         handed=lambda tp: read_offset(app.consumer, tp),
+        returned=lambda tp: returned_offset(app.consumer, tp),
     )
     # one outbox: the batch's records from both steps are acked together before it saves
     outbox = Outbox()
@@ -546,12 +674,18 @@ def build_app(
         key_serializer="raw",
         value_serializer="raw",
     )
-    pipeline = Pipeline(settings, identity, processor, backlog)
+    pipeline = Pipeline(
+        settings, identity, processor, backlog, may_fire=lambda: app.flow_control.is_active()
+    )
     app.agent(pipeline_input, name="pipeline", concurrency=1)(pipeline.process)
 
     async def forget_partitions(*_: Any, **__: Any) -> None:
         backlog.forget()
         processor.forget_partitions()
+        # a batch of fired timers has discarded its writes, or saved them before the revoke:
+        # then they must be in the changelog before the partitions' new owner restores them
+        await processor.timers_settled()
+        await client.flush()
 
     async def hold_partitions(*args: Any, **__: Any) -> None:
         assigned: set[TP] = args[1]  # (sender, the whole new assignment)
@@ -571,7 +705,7 @@ def build_app(
             await app.crash(exc)
 
     states.on_recover(after_recovery)
-    app.task(processor.fire_due_timers_forever)
+    app.task(pipeline.wake_for_timers_forever)
 
     async def sample_metrics() -> None:
         topics = [settings.touchpoints_topic, settings.identity_topic, settings.customer_topic]

@@ -162,8 +162,8 @@ class TopicReader:
         self._consumer.close()
 
 
-def committed_offset(settings: Settings, topic: str) -> int:
-    """The sum of the worker group's committed offsets on `topic` (Faust's group is its app id)."""
+def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The worker group's committed offset per partition of `topic` (its group is its app id)."""
     consumer = Consumer(
         {"bootstrap.servers": settings.require_bootstrap(), "group.id": settings.app_id}
     )
@@ -171,24 +171,43 @@ def committed_offset(settings: Settings, topic: str) -> int:
         metadata = consumer.list_topics(timeout=10).topics[topic]
         partitions = [TopicPartition(topic, p) for p in metadata.partitions]
         committed = consumer.committed(partitions, timeout=10)
-        return sum(max(tp.offset, 0) for tp in committed)
+        return {tp.partition: max(tp.offset, 0) for tp in committed}
     finally:
         consumer.close()
 
 
-def wait_until_committed(settings: Settings, worker: WorkerProcess, timeout: float = 60.0) -> None:
-    """Until the worker's group has committed one touchpoint on both of its agents' topics.
+def committed_offset(settings: Settings, topic: str) -> int:
+    """The sum of the worker group's committed offsets on `topic`."""
+    return sum(committed_offsets(settings, topic).values())
 
-    The identity agent commits the touchpoint once it has re-keyed it; only the customer
-    topic's commit says the journey agent has processed it (and its state is written).
+
+def wait_until_committed(settings: Settings, worker: WorkerProcess, timeout: float = 60.0) -> None:
+    """Until the worker has committed one touchpoint and all it forwarded to the customer topic.
+
+    A touchpoint is committed once its batch is saved: its journey state is written then when
+    the identity step handed it to the journey step directly, and when it took the customer
+    topic instead, that record's commit says the journey step has processed it.
     """
     deadline = time.monotonic() + timeout
-    topics = (settings.touchpoints_topic, settings.customer_topic)
-    while min(committed_offset(settings, topic) for topic in topics) < 1:
-        assert worker.process is not None
-        assert worker.process.poll() is None, worker.log_tail()
-        assert time.monotonic() < deadline, "the worker never committed the event"
-        time.sleep(0.1)
+    forwarded = TopicReader(settings.require_bootstrap(), [settings.customer_topic])
+    try:
+        while True:
+            assert worker.process is not None
+            assert worker.process.poll() is None, worker.log_tail()
+            assert time.monotonic() < deadline, "the worker never committed the event"
+            if committed_offset(settings, settings.touchpoints_topic) < 1:
+                time.sleep(0.1)
+                continue
+            # acked before the touchpoint's commit: on the topic by now
+            forwarded.poll(0.5)
+            ends: dict[int, int] = {}
+            for record in forwarded.messages:
+                ends[record.partition() or 0] = (record.offset() or 0) + 1
+            committed = committed_offsets(settings, settings.customer_topic)
+            if all(committed.get(partition, 0) >= end for partition, end in ends.items()):
+                return
+    finally:
+        forwarded.close()
 
 
 def wait_for(

@@ -220,13 +220,21 @@ class CustomerTopic:
 @dataclass
 class PipelineRig:
     pipeline: Pipeline
+    journeys: JourneyProcessor
     states: dict[bytes, bytes]
     customers: CustomerTopic
+    email: Topic
     settings: Settings
+    clock: list[datetime]
 
     def run(self, *messages: Message) -> None:
         events: list[Any] = [FakeEvent(m) for m in messages]
         asyncio.run(self.pipeline.handle_batch(events, lambda _: None))
+
+    def fire(self, at: datetime) -> int:
+        """What the agent does after a batch, or when woken: fire what is due at `at`."""
+        self.clock[0] = at
+        return asyncio.run(self.pipeline.fire_due_timers(lambda _: None))
 
     def touchpoint(self, event: Touchpoint, partition: int | None = None) -> Message:
         key = event.customer.key.encode()
@@ -246,6 +254,8 @@ def pipeline() -> PipelineRig:
     metrics = WorkerMetrics()
     states: dict[bytes, bytes] = {}
     customers = CustomerTopic()
+    clock = [START]
+    email = Topic()
     # the customer topic's highwater: what this rig has sent there
     backlog = Backlog(highwater=lambda p: customers.ends.get(p, 0), start=lambda _: 0)
     tracked = TrackedTopic(customers, PARTITIONS, backlog)
@@ -257,9 +267,10 @@ def pipeline() -> PipelineRig:
         customer_topic=tracked,
         dead_letter=Topic(),
         suppressed=Topic(),
-        action_topics={name: Topic() for name in ("email", "sms", "push", "offer", "staff_task")},
+        action_topics={"email": email}
+        | {n: Topic() for n in ("sms", "push", "offer", "staff_task")},
         states=states,
-        clock=lambda: START,
+        clock=lambda: clock[0],
         outbox=outbox,
     )
     shortcut = Shortcut(journeys.handle_touchpoint, backlog, tracked, PARTITIONS, outbox, metrics)
@@ -273,7 +284,8 @@ def pipeline() -> PipelineRig:
         deliver=shortcut.deliver,
         outbox=outbox,
     )
-    return PipelineRig(Pipeline(settings, identity, journeys, backlog), states, customers, settings)
+    pipeline = Pipeline(settings, identity, journeys, backlog)
+    return PipelineRig(pipeline, journeys, states, customers, email, settings, clock)
 
 
 def instances(rig: PipelineRig, customer: bytes) -> list[str]:
@@ -314,3 +326,109 @@ def test_a_touchpoint_never_overtakes_an_earlier_one_of_its_customer_on_the_topi
     pipeline.run(pipeline.touchpoint(cart("aino", 4)))
     assert len(pipeline.customers.sent) == 2
     assert instances(pipeline, b"aino") == ["cart_fast"]
+
+
+# ---------------------------------------------------------------------------------------------
+# due timers, fired in the agent
+
+
+REMINDER_DUE = START + timedelta(seconds=2)  # cart_fast waits 2 s from when the cart is processed
+
+
+def test_a_due_timer_fires_in_the_agent_when_nothing_of_its_customer_waits_on_the_topic(
+    pipeline: PipelineRig,
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    assert pipeline.fire(REMINDER_DUE - timedelta(milliseconds=1)) == 0  # not due yet
+
+    assert pipeline.fire(REMINDER_DUE) == 1
+
+    [(key, value)] = pipeline.email.sent
+    assert key == b"aino"
+    assert decode_action(value).step_id == "email_reminder"
+    assert pipeline.customers.sent == []  # no `timer.fired` record went round by the topic
+    state = CustomerState.model_validate_json(pipeline.states[b"aino"])
+    [instance] = state.instances.values()
+    assert instance.step_id == "wait_before_coupon"  # saved: the next wait is armed
+    assert pipeline.fire(REMINDER_DUE + timedelta(seconds=1)) == 0  # fired once only
+
+
+def test_a_due_timer_takes_the_topic_behind_a_record_of_its_customer_waiting_there(
+    pipeline: PipelineRig,
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    home = partition_for(b"aino", PARTITIONS)
+    # aino's order, from a channel that partitions by another hash, waits on the topic
+    pipeline.run(pipeline.touchpoint(order("aino", 2), partition=(home + 1) % PARTITIONS))
+    assert len(pipeline.customers.sent) == 1
+
+    assert pipeline.fire(REMINDER_DUE) == 1
+
+    # the timer's event queues behind the order, which will end the journey before it
+    assert [(key, p) for key, p, _ in pipeline.customers.sent] == [(b"aino", home)] * 2
+    assert pipeline.email.sent == []
+    state = CustomerState.model_validate_json(pipeline.states[b"aino"])
+    assert [i.step_id for i in state.instances.values()] == ["wait_before_reminder"]
+
+
+def test_fired_timers_whose_sends_fail_are_kept_and_fire_again_with_the_same_ids(
+    pipeline: PipelineRig,
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    saved = dict(pipeline.states)
+    pipeline.email.failing = True
+
+    assert pipeline.fire(REMINDER_DUE) == 0
+
+    assert pipeline.states == saved
+    first_try = [decode_action(v).action_id for _, v in pipeline.email.sent]
+    pipeline.email.failing = False
+    assert pipeline.fire(REMINDER_DUE + timedelta(seconds=1)) == 1
+    again = [decode_action(v).action_id for _, v in pipeline.email.sent]
+    assert again == first_try * 2  # the same action: senders drop the second
+    assert pipeline.states != saved
+
+
+def test_fired_timers_are_not_saved_when_a_revoke_comes_while_they_wait_for_acks(
+    pipeline: PipelineRig,
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    saved = dict(pipeline.states)
+    journeys = pipeline.journeys
+    settle = journeys.outbox.settle
+
+    async def revoked_meanwhile() -> None:
+        journeys.forget_partitions()  # what the revoke handler does, during the wait
+        await settle()
+
+    journeys.outbox.settle = revoked_meanwhile  # type: ignore[method-assign]
+
+    assert pipeline.fire(REMINDER_DUE) == 0
+
+    assert len(pipeline.email.sent) == 1  # sent, and sent again by the partition's next owner
+    assert pipeline.states == saved  # whose restored state still holds the timer
+    assert len(journeys.index) == 0  # not put back: the index is the new assignment's
+    asyncio.run(journeys.timers_settled())  # and the revoke handler is not kept waiting
+
+
+def test_more_due_timers_than_a_batch_wake_the_agent_again(pipeline: PipelineRig) -> None:
+    few = Settings(partitions=PARTITIONS, batch_max_events=2)
+    pipeline.pipeline._settings = few
+    pipeline.run(*(pipeline.touchpoint(cart(name, 1)) for name in ("aino", "eero", "kaisa")))
+
+    assert pipeline.fire(REMINDER_DUE) == 2
+    assert pipeline.pipeline.timers_due.is_set()  # the third is taken after the next batch
+    pipeline.pipeline.timers_due.clear()
+    assert pipeline.fire(REMINDER_DUE) == 1
+    assert not pipeline.pipeline.timers_due.is_set()
+    assert sorted(key or b"" for key, _ in pipeline.email.sent) == [b"aino", b"eero", b"kaisa"]
+
+
+def test_no_timer_fires_while_flow_control_is_off(pipeline: PipelineRig) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    pipeline.pipeline._may_fire = lambda: False  # a rebalance under way
+
+    assert pipeline.fire(REMINDER_DUE) == 0
+
+    assert pipeline.email.sent == []
+    assert len(pipeline.journeys.index) == 1

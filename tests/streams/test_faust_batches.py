@@ -90,9 +90,11 @@ class Rig:
             self.queue.put_nowait(Event(Message(topic, offset, generation)))
 
 
-async def take(rig: Rig, count: int, max_events: int = 100) -> list[list[int]]:
+async def take(
+    rig: Rig, count: int, max_events: int = 100, wake: asyncio.Event | None = None
+) -> list[list[int]]:
     batches: list[list[int]] = []
-    async for batch in event_batches(rig, max_events):
+    async for batch in event_batches(rig, max_events, wake):
         batches.append([event.message.offset for event in batch])
         assert not set(batches[-1]) & set(rig.acked)  # acked only after the agent's turn
         if len(batches) == count:
@@ -230,3 +232,47 @@ def test_no_batch_when_the_stream_was_stopped_before_it_started() -> None:
     rig = Rig()
     rig.queue.throw(StopAsyncIteration())
     assert asyncio.run(take(rig, 1)) == []
+
+
+def test_a_waiting_agent_is_woken_with_an_empty_batch() -> None:
+    # the worker's agent then fires due timers
+    rig = Rig()
+    wake = asyncio.Event()
+
+    async def run() -> list[list[int]]:
+        batches = asyncio.create_task(take(rig, 4, wake=wake))
+        await asyncio.sleep(0.01)  # waiting on the empty queue
+        wake.set()
+        await asyncio.sleep(0.01)
+        rig.put(1, 2)
+        await asyncio.sleep(0.01)
+        wake.set()
+        await asyncio.sleep(0.01)
+        rig.put(3)
+        return await asyncio.wait_for(batches, 1)
+
+    assert asyncio.run(run()) == [[], [1, 2], [], [3]]
+    assert not wake.is_set()  # cleared by the wake it caused
+    assert rig.acked == [1, 2]
+    assert rig.queue.empty()  # the gets given up at the wakes took nothing away
+
+
+def test_queued_events_come_before_a_wake() -> None:
+    rig = Rig()
+    wake = asyncio.Event()
+    rig.put(1, 2)
+    wake.set()
+    assert asyncio.run(take(rig, 2, wake=wake)) == [[1, 2], []]
+
+
+def test_an_error_thrown_into_a_channel_waiting_with_a_wake_is_raised() -> None:
+    rig = Rig()
+
+    async def run() -> None:
+        batches = asyncio.create_task(take(rig, 1, wake=asyncio.Event()))
+        await asyncio.sleep(0.01)
+        rig.queue.throw(KeyError("thrown"))
+        await batches
+
+    with pytest.raises(KeyError):
+        asyncio.run(run())

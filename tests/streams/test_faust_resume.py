@@ -27,6 +27,7 @@ from faust.types import TP
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from streams import Settings, _faust_resume, ensure_topics
+from streams._faust_fixes import returned_offset
 from streams._faust_resume import (
     FAUST_FETCH_RECORDS,
     FAUST_ON_RECOVERY_COMPLETED,
@@ -269,3 +270,28 @@ def test_while_flow_is_stopped_fausts_own_wait_runs() -> None:
         asyncio.run(wait_next_records_promptly(consumer, 1.0))
     assert consumer.waited_for_flow
     assert consumer.slept == []
+
+
+class ActiveConsumer(IdleConsumer):
+    """Faust's consumer with a partition active, whose fetch returns `batches` in turn."""
+
+    def __init__(self, *batches: dict[TP, list[Any]]) -> None:
+        super().__init__()
+        self.active.add(TOUCHPOINTS)
+        self.not_waiting_next_records = asyncio.Event()
+        self._batches = list(batches)
+
+    async def _getmany(self, active_partitions: set[TP], timeout: float) -> Any:  # noqa: ASYNC109
+        return self._batches.pop(0)
+
+
+def test_each_fetch_notes_the_last_offset_it_returned() -> None:
+    # the input horizon compares it with Faust's read offset (`_input_horizon`)
+    fetched = [SimpleNamespace(offset=offset) for offset in (20, 21, 22)]
+    consumer = ActiveConsumer({TOUCHPOINTS: fetched}, {})
+    assert returned_offset(consumer, TOUCHPOINTS) is None
+    records, _ = asyncio.run(wait_next_records_promptly(consumer, 1.0))
+    assert [r.offset for r in records[TOUCHPOINTS]] == [20, 21, 22]
+    assert returned_offset(consumer, TOUCHPOINTS) == 22
+    asyncio.run(wait_next_records_promptly(consumer, 1.0))  # an empty fetch changes nothing
+    assert returned_offset(consumer, TOUCHPOINTS) == 22

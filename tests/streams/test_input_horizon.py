@@ -25,8 +25,9 @@ def progress(
     position: int | None = None,
     handed: int | None = None,
     committed: int | None = None,
+    returned: int | None = None,
 ) -> PartitionProgress:
-    return PartitionProgress(end, committed, position, handed, processed, at)
+    return PartitionProgress(end, committed, position, handed, processed, at, returned)
 
 
 def test_partitions_processed_to_their_end_leave_the_horizon_at_now() -> None:
@@ -64,6 +65,15 @@ def test_an_end_past_the_last_record_does_not_hold_timers_forever() -> None:
     # a transactional producer's commit marker at 10: no record ever has offset 9
     assert input_horizon(NOW, [progress(11, 8, 990.0, position=11, handed=8)]) == NOW
     assert input_horizon(NOW, [progress(11, 7, 980.0, position=11, handed=8)]) == 980.0
+
+
+def test_a_fetch_still_being_handed_on_holds_it() -> None:
+    # the fetch returned 20..49 (position at the end); Faust has handed on 20..29 so far and
+    # the agent has processed them, between two of Faust's hand-overs
+    held = progress(50, 29, 970.0, position=50, handed=29, returned=49)
+    assert input_horizon(NOW, [held]) == 970.0
+    done = progress(50, 29, 970.0, position=50, handed=29, returned=29)  # a marker after 29
+    assert input_horizon(NOW, [done]) == NOW
 
 
 def test_a_partition_committed_to_its_end_has_no_backlog() -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import JsonValue
+from pydantic import BaseModel, JsonValue
 
+from journeys._build import Builder, is_aware
 from journeys._calendar import BUCKETS, bucket, next_time_of_day
 from journeys._errors import JourneyRuntimeError
 from journeys._loader import Journey
@@ -33,6 +33,8 @@ from schemas import (
     action_id_for,
     stable_id,
 )
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 # A journey graph without wait-free loops ends well within this; it guards against a bad state.
 _MAX_STEPS_PER_EVENT = 1_000
@@ -59,11 +61,18 @@ class Run:
     suppressed: list[Suppression] = field(default_factory=list)
     event_type: str = field(init=False)
     triggered_by: str = field(init=False)
+    # the models a run builds hold only valid values when its time is (`is_aware`)
+    trusted: bool = field(init=False)
 
     def __post_init__(self) -> None:
         event = self.event
         self.event_type = event.type if event else ""
         self.triggered_by = event.event_id if event else "migration"
+        self.trusted = is_aware(self.now)
+
+    def build(self, model: Builder[_Model], values: dict[str, Any]) -> _Model:
+        """A model of values this run made: validated only when its time might not be valid."""
+        return model.unchecked(values) if self.trusted else model.validated(values)
 
     @cached_property
     def event_data(self) -> dict[str, Any]:
@@ -91,7 +100,8 @@ class Run:
 
     def record(self, kind: str, instance: InstanceState, **details: Any) -> None:
         self.transitions.append(
-            _transition(
+            self.build(
+                _TRANSITION,
                 {
                     "kind": kind,
                     "journey": instance.journey,
@@ -100,7 +110,7 @@ class Run:
                     "at": self.now,
                     "holdout": instance.holdout,
                 }
-                | details
+                | details,
             )
         )
 
@@ -108,7 +118,8 @@ class Run:
         """A transition about an action, whether or not its instance still runs."""
         instance = self.instance_by_id(about.instance_id)
         self.transitions.append(
-            _transition(
+            self.build(
+                _TRANSITION,
                 {
                     "kind": kind,
                     "journey": about.journey,
@@ -118,7 +129,7 @@ class Run:
                     "step_id": about.step_id,
                     "holdout": bool(instance and instance.holdout),
                 }
-                | details
+                | details,
             )
         )
 
@@ -267,21 +278,24 @@ class Run:
             ) from None
 
     def _park(self, instance: InstanceState, step_id: str, due: datetime) -> None:
-        timer = Timer(
-            timer_id=stable_id(
-                instance.journey,
-                str(instance.version),
-                self.state.customer_id,
-                instance.instance_id,
-                step_id,
-                self.triggered_by,
-            ),
-            customer_id=self.state.customer_id,
-            journey=instance.journey,
-            journey_version=instance.version,
-            instance_id=instance.instance_id,
-            step_id=step_id,
-            due_at=due,
+        timer = self.build(
+            _TIMER,
+            {
+                "timer_id": stable_id(
+                    instance.journey,
+                    str(instance.version),
+                    self.state.customer_id,
+                    instance.instance_id,
+                    step_id,
+                    self.triggered_by,
+                ),
+                "customer_id": self.state.customer_id,
+                "journey": instance.journey,
+                "journey_version": instance.version,
+                "instance_id": instance.instance_id,
+                "step_id": step_id,
+                "due_at": due,
+            },
         )
         self.timers.append(timer)
         instance.step_id = step_id
@@ -290,10 +304,8 @@ class Run:
         self.record("waiting", instance, step_id=step_id, due_at=due)
 
 
-# `Transition.model_validate` without its Python wrapper: a few per event
-_transition: Callable[[dict[str, Any]], Transition] = (
-    Transition.__pydantic_validator__.validate_python
-)
+_TRANSITION = Builder(Transition)
+_TIMER = Builder(Timer)
 
 
 def _choose(step: BranchStep, context: dict[str, Any]) -> str:

@@ -296,8 +296,7 @@ class Engine:
         customer_id = run.state.customer_id
         holdout_percent = journey.definition.holdout_percent
         event_data = run.event_data
-        instance = run.build(
-            _INSTANCE,
+        instance = _INSTANCE(
             {
                 "journey": journey.name,
                 "version": journey.version,
@@ -314,6 +313,7 @@ class Engine:
                 "holdout": bool(holdout_percent)
                 and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
             },
+            run.trusted,
         )
         state = run.state
         state.instances[slot] = instance
@@ -397,14 +397,14 @@ def _send(run: Run, policy: ContactPolicy, action: Action) -> None:
     run.actions.append(action)
     if action.purpose == "marketing":
         remember_send(policy, run.state.contact, action.channel, run.now)
-    sent = run.build(
-        _SENT,
+    sent = _SENT(
         {
             "action_id": action.action_id,
             "step_id": action.step_id,
             "channel": action.channel.value,
             "template": action.template,
         },
+        run.trusted,
     )
     instance = run.instance_by_id(action.instance_id)
     if instance is not None:

@@ -200,9 +200,7 @@ def remember_send(
     contact.recent = [r for r in contact.recent if now - r.at < horizon]
     if horizon:
         record = {"channel": channel, "at": now}
-        contact.recent.append(
-            _SENT_RECORD.unchecked(record) if is_aware(now) else _SENT_RECORD.validated(record)
-        )
+        contact.recent.append(_SENT_RECORD(record, is_aware(now)))
 
 
 _SENT_RECORD = Builder(SentRecord)

@@ -70,17 +70,16 @@ class Run:
         self.triggered_by = event.event_id if event else "migration"
         self.trusted = is_aware(self.now)
 
-    def build(self, model: Builder[_Model], values: dict[str, Any]) -> _Model:
-        """A model of values this run made: validated only when its time might not be valid."""
-        return model.unchecked(values) if self.trusted else model.validated(values)
-
     @cached_property
     def event_data(self) -> dict[str, Any]:
         """The event as JSON data, for paths and `seen`; dumped only when a journey needs it."""
         event = self.event
         if event is None:
             return {}
-        data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+        # `model_dump`'s arguments without its Python wrapper
+        data: dict[str, Any] = event.__pydantic_serializer__.to_python(
+            event, mode="json", exclude_none=True
+        )
         return data
 
     def context(self, instance: InstanceState) -> dict[str, Any]:
@@ -99,39 +98,31 @@ class Run:
         return None
 
     def record(self, kind: str, instance: InstanceState, **details: Any) -> None:
-        self.transitions.append(
-            self.build(
-                _TRANSITION,
-                {
-                    "kind": kind,
-                    "journey": instance.journey,
-                    "version": instance.version,
-                    "instance_id": instance.instance_id,
-                    "at": self.now,
-                    "holdout": instance.holdout,
-                }
-                | details,
-            )
-        )
+        values = {
+            "kind": kind,
+            "journey": instance.journey,
+            "version": instance.version,
+            "instance_id": instance.instance_id,
+            "at": self.now,
+            "holdout": instance.holdout,
+        }
+        values.update(details)
+        self.transitions.append(_TRANSITION(values, self.trusted))
 
     def record_for(self, kind: str, about: Action, **details: Any) -> None:
         """A transition about an action, whether or not its instance still runs."""
         instance = self.instance_by_id(about.instance_id)
-        self.transitions.append(
-            self.build(
-                _TRANSITION,
-                {
-                    "kind": kind,
-                    "journey": about.journey,
-                    "version": about.journey_version,
-                    "instance_id": about.instance_id,
-                    "at": self.now,
-                    "step_id": about.step_id,
-                    "holdout": bool(instance and instance.holdout),
-                }
-                | details,
-            )
-        )
+        values = {
+            "kind": kind,
+            "journey": about.journey,
+            "version": about.journey_version,
+            "instance_id": about.instance_id,
+            "at": self.now,
+            "step_id": about.step_id,
+            "holdout": bool(instance and instance.holdout),
+        }
+        values.update(details)
+        self.transitions.append(_TRANSITION(values, self.trusted))
 
     def zone(self) -> ZoneInfo:
         name = self.state.profile.get("timezone") or self.default_timezone
@@ -189,32 +180,36 @@ class Run:
             self.record("held_out", instance, step_id=step.id, reason=str(step.channel))
             return
         customer_id = self.state.customer_id
-        action = Action(
-            action_id=action_id_for(
-                journey=instance.journey,
-                journey_version=instance.version,
-                customer_id=customer_id,
-                instance_id=instance.instance_id,
-                step_id=step.id,
-                triggered_by=self.triggered_by,
-            ),
-            customer_id=customer_id,
-            journey=instance.journey,
-            journey_version=instance.version,
-            instance_id=instance.instance_id,
-            step_id=step.id,
-            # for `preferred` the contact policy picks the channel; e-mail only holds the place
-            channel=ContactChannel.EMAIL if step.channel == "preferred" else step.channel,
-            template=step.template,
-            params=render(step.params, self.context(instance)),
-            priority=step.priority,
-            purpose=step.purpose,
-            triggered_by=self.triggered_by,
-            created_at=self.now,
-            not_before=self.now,
+        # validated: the customer id, a stored instance and the rendered params come from
+        # outside the engine (`Action(...)` without its Python wrapper)
+        action = _ACTION.validated(
+            {
+                "action_id": action_id_for(
+                    journey=instance.journey,
+                    journey_version=instance.version,
+                    customer_id=customer_id,
+                    instance_id=instance.instance_id,
+                    step_id=step.id,
+                    triggered_by=self.triggered_by,
+                ),
+                "customer_id": customer_id,
+                "journey": instance.journey,
+                "journey_version": instance.version,
+                "instance_id": instance.instance_id,
+                "step_id": step.id,
+                # for `preferred` the contact policy picks the channel; e-mail holds the place
+                "channel": ContactChannel.EMAIL if step.channel == "preferred" else step.channel,
+                "template": step.template,
+                "params": render(step.params, self.context(instance)),
+                "priority": step.priority,
+                "purpose": step.purpose,
+                "triggered_by": self.triggered_by,
+                "created_at": self.now,
+                "not_before": self.now,
+            }
         )
-        pending = PendingSend(
-            action=action, requested_channel=str(step.channel), on_cap=step.on_cap
+        pending = _PENDING.unchecked(
+            {"action": action, "requested_channel": str(step.channel), "on_cap": step.on_cap}
         )
         self.candidates.append((len(self.transitions), pending))
 
@@ -278,8 +273,7 @@ class Run:
             ) from None
 
     def _park(self, instance: InstanceState, step_id: str, due: datetime) -> None:
-        timer = self.build(
-            _TIMER,
+        timer = _TIMER(
             {
                 "timer_id": stable_id(
                     instance.journey,
@@ -296,6 +290,7 @@ class Run:
                 "step_id": step_id,
                 "due_at": due,
             },
+            self.trusted,
         )
         self.timers.append(timer)
         instance.step_id = step_id
@@ -306,6 +301,8 @@ class Run:
 
 _TRANSITION = Builder(Transition)
 _TIMER = Builder(Timer)
+_ACTION = Builder(Action)
+_PENDING = Builder(PendingSend)
 
 
 def _choose(step: BranchStep, context: dict[str, Any]) -> str:

@@ -17,6 +17,24 @@ from schemas import Action, ContactChannel, CustomerRef, encode
 AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SENT = SentAction(action_id="a" * 32, step_id="email", channel="email", template="cart")
 
+
+def _action() -> Action:
+    return Action(
+        action_id="b" * 32,
+        customer_id="c",
+        journey="j",
+        journey_version=1,
+        instance_id="i",
+        step_id="email",
+        channel=ContactChannel.EMAIL,
+        template="cart",
+        params={"items": [{"sku": "A"}]},
+        triggered_by="e-1",
+        created_at=AT,
+        not_before=AT,
+    )
+
+
 # (model, values a caller gives): the fewest the model takes, and every field
 CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (
@@ -68,6 +86,7 @@ CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [
     ),
     (SentAction, SENT.model_dump()),
     (SentRecord, {"channel": ContactChannel.SMS, "at": AT}),
+    (PendingSend, {"action": _action(), "requested_channel": "preferred", "on_cap": "defer"}),
 ]
 
 
@@ -98,6 +117,13 @@ def test_a_default_factory_gives_each_model_its_own_container() -> None:
 def test_validated_still_refuses_bad_values() -> None:
     with pytest.raises(ValidationError, match="timezone"):
         Builder(Timer).validated(CASES[2][1] | {"due_at": datetime(2026, 3, 2)})
+
+
+def test_only_trusted_values_skip_validation() -> None:
+    naive = CASES[2][1] | {"due_at": datetime(2026, 3, 2)}
+    assert Builder(Timer)(naive, True).due_at == datetime(2026, 3, 2)
+    with pytest.raises(ValidationError, match="timezone"):
+        Builder(Timer)(naive, False)
 
 
 class _WithPrivate(BaseModel):
@@ -131,23 +157,6 @@ class _WithMutableDefault(BaseModel):
 def test_models_that_validation_would_change_are_refused(model: type[BaseModel]) -> None:
     with pytest.raises(TypeError, match="build it with validation"):
         Builder(model)
-
-
-def _action() -> Action:
-    return Action(
-        action_id="b" * 32,
-        customer_id="c",
-        journey="j",
-        journey_version=1,
-        instance_id="i",
-        step_id="email",
-        channel=ContactChannel.EMAIL,
-        template="cart",
-        params={"items": [{"sku": "A"}]},
-        triggered_by="e-1",
-        created_at=AT,
-        not_before=AT,
-    )
 
 
 @pytest.mark.parametrize(

@@ -133,6 +133,8 @@ class Engine:
 
     def _apply_policy(self, run: Run) -> None:
         """Let the contact policy judge this event's sends, the most important first."""
+        if not run.candidates:
+            return  # most events send nothing
         placed: list[tuple[int, list[Transition]]] = []
         for position, pending in sorted(run.candidates, key=lambda c: -c[1].action.priority):
             before = len(run.transitions)
@@ -271,8 +273,14 @@ class Engine:
     def _on_triggers(self, run: Run) -> None:
         for journey in self._triggered_by.get(run.event_type, ()):
             name, trigger = journey.name, journey.definition.trigger
-            context = {"event": run.event_data, "trigger": run.event_data, "vars": {}}
-            context |= {"profile": run.state.profile, "seen": {}}
+            event = run.event_data
+            context = {
+                "event": event,
+                "trigger": event,
+                "vars": {},
+                "profile": run.state.profile,
+                "seen": {},
+            }
             if trigger.where is not None and not evaluate(trigger.where, context):
                 continue
             slot = _slot(name, trigger.reentry, context)

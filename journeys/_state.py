@@ -9,6 +9,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from journeys._build import new_model
 from journeys._policy import ContactState
 from schemas import Action, CustomerRef, SourceChannel, TimerFired, TimerPayload
 
@@ -88,6 +89,9 @@ class CustomerState(BaseModel):
 _BLANK_FIELDS = CustomerState(customer_id="").__dict__
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
 def copy_state(state: CustomerState) -> CustomerState:
     """A copy the engine may change freely.
 
@@ -121,20 +125,11 @@ def _copy_instance(instance: InstanceState) -> InstanceState:
     return _copied(instance, fields)
 
 
-_Model = TypeVar("_Model", bound=BaseModel)
-_set = object.__setattr__
-
-
 def _copied(model: _Model, fields: dict[str, Any]) -> _Model:
     """`model.model_copy()` with `fields` as the copy's field values, for models without extra
     or private attributes: no validation (`fields` are the model's own values, copied), and the
     same fields counted as set. At half `model_copy`'s cost, or less."""
-    copied = model.__class__.__new__(model.__class__)
-    _set(copied, "__dict__", fields)
-    _set(copied, "__pydantic_extra__", None)
-    _set(copied, "__pydantic_fields_set__", model.__pydantic_fields_set__.copy())
-    _set(copied, "__pydantic_private__", None)
-    return copied
+    return new_model(model.__class__, fields, model.__pydantic_fields_set__.copy())
 
 
 class Timer(BaseModel):

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
 from journeys import InstanceState, SentAction, Timer, Transition
-from journeys._build import Builder, copied_with, is_aware
+from journeys._build import Builder, copied_with, is_aware, new_model
 from journeys._policy import PendingSend, SentRecord
 from schemas import Action, ContactChannel, CustomerRef, encode
 
@@ -102,6 +102,16 @@ def test_unchecked_builds_what_validation_builds(
     assert unchecked.model_fields_set == validated.model_fields_set
     assert encode(unchecked) == encode(validated)
     assert repr(unchecked) == repr(validated)
+
+
+def test_new_model_holds_the_given_fields_and_fields_set() -> None:
+    expected = SENT.model_copy()
+    built = new_model(SentAction, dict(SENT.__dict__), {"action_id"})
+    assert built == expected
+    assert built.model_fields_set == {"action_id"}
+    assert built.__pydantic_extra__ is None
+    assert built.__pydantic_private__ is None
+    assert encode(built) == encode(expected)
 
 
 def test_a_default_factory_gives_each_model_its_own_container() -> None:

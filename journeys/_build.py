@@ -87,6 +87,9 @@ def _check(model: type[BaseModel]) -> None:
         "dependent defaults" if any(f.default_factory_takes_validated_data for f in fields) else "",
         # validation gives each model its own copy of those; the template would share them
         "mutable defaults" if any(not _hashable(f.default) for f in fields) else "",
+        "validated defaults"
+        if config.get("validate_default") or any(f.validate_default for f in fields)
+        else "",
     ]
     found = sorted({problem for problem in problems if problem})
     if found:

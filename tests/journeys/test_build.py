@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from journeys import InstanceState, SentAction, Timer, Transition
 from journeys._build import Builder, copied_with, is_aware, new_model
@@ -159,9 +166,20 @@ class _WithMutableDefault(BaseModel):
     values: list[int] = []  # pydantic copies it for each model
 
 
+class _WithValidatedDefault(BaseModel):
+    value: int = Field(default=0, validate_default=True)
+
+
 @pytest.mark.parametrize(
     "model",
-    [_WithPrivate, _WithValidator, _WithExtra, _WithMutableDefault, CustomerRef],
+    [
+        _WithPrivate,
+        _WithValidator,
+        _WithExtra,
+        _WithMutableDefault,
+        _WithValidatedDefault,
+        CustomerRef,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_models_that_validation_would_change_are_refused(model: type[BaseModel]) -> None:

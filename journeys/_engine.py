@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from journeys._build import Builder, copied_with
 from journeys._calendar import bucket
 from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
 from journeys._loader import Journey
@@ -132,6 +133,8 @@ class Engine:
 
     def _apply_policy(self, run: Run) -> None:
         """Let the contact policy judge this event's sends, the most important first."""
+        if not run.candidates:
+            return  # most events send nothing
         placed: list[tuple[int, list[Transition]]] = []
         for position, pending in sorted(run.candidates, key=lambda c: -c[1].action.priority):
             before = len(run.transitions)
@@ -154,7 +157,7 @@ class Engine:
         )
         if decision.verdict == "send":
             assert decision.channel is not None
-            _send(run, self.policy, action.model_copy(update={"channel": decision.channel}))
+            _send(run, self.policy, copied_with(action, {"channel": decision.channel}))
         elif decision.verdict == "defer":
             assert decision.until is not None
             _defer(run, pending, decision.until, decision.reason or "")
@@ -270,8 +273,14 @@ class Engine:
     def _on_triggers(self, run: Run) -> None:
         for journey in self._triggered_by.get(run.event_type, ()):
             name, trigger = journey.name, journey.definition.trigger
-            context = {"event": run.event_data, "trigger": run.event_data, "vars": {}}
-            context |= {"profile": run.state.profile, "seen": {}}
+            event = run.event_data
+            context = {
+                "event": event,
+                "trigger": event,
+                "vars": {},
+                "profile": run.state.profile,
+                "seen": {},
+            }
             if trigger.where is not None and not evaluate(trigger.where, context):
                 continue
             slot = _slot(name, trigger.reentry, context)
@@ -294,20 +303,25 @@ class Engine:
         assert run.event is not None
         customer_id = run.state.customer_id
         holdout_percent = journey.definition.holdout_percent
-        instance = InstanceState(
-            journey=journey.name,
-            version=journey.version,
-            instance_id=stable_id(
-                journey.name, str(journey.version), customer_id, slot, run.event.event_id
-            ),
-            slot=slot,
-            step_id=journey.start,
-            entered_at=run.now,
-            trigger=run.event_data,
-            seen={seen_key(run.event.type): run.event_data},
-            # no journey holds out more than it asks for: 0 % needs no bucket
-            holdout=bool(holdout_percent)
-            and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
+        event_data = run.event_data
+        instance = _INSTANCE(
+            {
+                "journey": journey.name,
+                "version": journey.version,
+                "instance_id": stable_id(
+                    journey.name, str(journey.version), customer_id, slot, run.event.event_id
+                ),
+                "slot": slot,
+                "step_id": journey.start,
+                "entered_at": run.now,
+                # validation would have copied the document's top level: so does this
+                "trigger": dict(event_data),
+                "seen": {seen_key(run.event.type): event_data},
+                # no journey holds out more than it asks for: 0 % needs no bucket
+                "holdout": bool(holdout_percent)
+                and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
+            },
+            run.trusted,
         )
         state = run.state
         state.instances[slot] = instance
@@ -315,6 +329,10 @@ class Engine:
         state.last_entry_at[journey.name] = run.now
         run.record("entered", instance, holdout=instance.holdout)
         run.execute(journey, instance, journey.start)
+
+
+_INSTANCE = Builder(InstanceState)
+_SENT = Builder(SentAction)
 
 
 def _slot(name: str, reentry: Any, context: dict[str, Any]) -> str | None:
@@ -387,11 +405,14 @@ def _send(run: Run, policy: ContactPolicy, action: Action) -> None:
     run.actions.append(action)
     if action.purpose == "marketing":
         remember_send(policy, run.state.contact, action.channel, run.now)
-    sent = SentAction(
-        action_id=action.action_id,
-        step_id=action.step_id,
-        channel=action.channel.value,
-        template=action.template,
+    sent = _SENT(
+        {
+            "action_id": action.action_id,
+            "step_id": action.step_id,
+            "channel": action.channel.value,
+            "template": action.template,
+        },
+        run.trusted,
     )
     instance = run.instance_by_id(action.instance_id)
     if instance is not None:
@@ -400,9 +421,9 @@ def _send(run: Run, policy: ContactPolicy, action: Action) -> None:
 
 
 def _defer(run: Run, pending: PendingSend, until: datetime, reason: str) -> None:
-    action = pending.action.model_copy(update={"not_before": until})
+    action = copied_with(pending.action, {"not_before": until})
     timer = deferral_timer(stable_id("deferred", action.action_id, until.isoformat()), action)
-    run.state.contact.deferred[timer.timer_id] = pending.model_copy(update={"action": action})
+    run.state.contact.deferred[timer.timer_id] = copied_with(pending, {"action": action})
     run.timers.append(timer)
     run.record_for("deferred", action, reason=reason, due_at=until)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,15 +38,16 @@ class Journey:
     source: str
     steps: Mapping[str, Step] = field(repr=False)
 
-    @property
+    # read several times per event: kept after the first read (the definition never changes)
+    @cached_property
     def name(self) -> str:
         return self.definition.name
 
-    @property
+    @cached_property
     def version(self) -> int:
         return self.definition.version
 
-    @property
+    @cached_property
     def start(self) -> str:
         return self.definition.steps[0].id
 

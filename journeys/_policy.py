@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from journeys._build import Builder, is_aware
 from journeys._calendar import bucket, next_time_of_day
 from schemas import Action, ContactChannel, Purpose
 from schemas._journey_format import IsoDuration, Percent, TimeOfDay
@@ -198,7 +199,11 @@ def remember_send(
     horizon = max((cap.per for cap in policy.caps), default=timedelta(0))
     contact.recent = [r for r in contact.recent if now - r.at < horizon]
     if horizon:
-        contact.recent.append(SentRecord(channel=channel, at=now))
+        record = {"channel": channel, "at": now}
+        contact.recent.append(_SENT_RECORD(record, is_aware(now)))
+
+
+_SENT_RECORD = Builder(SentRecord)
 
 
 ContactState.model_rebuild()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import JsonValue
+from pydantic import BaseModel, JsonValue
 
+from journeys._build import Builder, is_aware
 from journeys._calendar import BUCKETS, bucket, next_time_of_day
 from journeys._errors import JourneyRuntimeError
 from journeys._loader import Journey
@@ -33,6 +33,8 @@ from schemas import (
     action_id_for,
     stable_id,
 )
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 # A journey graph without wait-free loops ends well within this; it guards against a bad state.
 _MAX_STEPS_PER_EVENT = 1_000
@@ -59,11 +61,14 @@ class Run:
     suppressed: list[Suppression] = field(default_factory=list)
     event_type: str = field(init=False)
     triggered_by: str = field(init=False)
+    # the models a run builds hold only valid values when its time is (`is_aware`)
+    trusted: bool = field(init=False)
 
     def __post_init__(self) -> None:
         event = self.event
         self.event_type = event.type if event else ""
         self.triggered_by = event.event_id if event else "migration"
+        self.trusted = is_aware(self.now)
 
     @cached_property
     def event_data(self) -> dict[str, Any]:
@@ -71,7 +76,10 @@ class Run:
         event = self.event
         if event is None:
             return {}
-        data: dict[str, Any] = event.model_dump(mode="json", exclude_none=True)
+        # `model_dump`'s arguments without its Python wrapper
+        data: dict[str, Any] = event.__pydantic_serializer__.to_python(
+            event, mode="json", exclude_none=True
+        )
         return data
 
     def context(self, instance: InstanceState) -> dict[str, Any]:
@@ -90,37 +98,31 @@ class Run:
         return None
 
     def record(self, kind: str, instance: InstanceState, **details: Any) -> None:
-        self.transitions.append(
-            _transition(
-                {
-                    "kind": kind,
-                    "journey": instance.journey,
-                    "version": instance.version,
-                    "instance_id": instance.instance_id,
-                    "at": self.now,
-                    "holdout": instance.holdout,
-                }
-                | details
-            )
-        )
+        values = {
+            "kind": kind,
+            "journey": instance.journey,
+            "version": instance.version,
+            "instance_id": instance.instance_id,
+            "at": self.now,
+            "holdout": instance.holdout,
+        }
+        values.update(details)
+        self.transitions.append(_TRANSITION(values, self.trusted))
 
     def record_for(self, kind: str, about: Action, **details: Any) -> None:
         """A transition about an action, whether or not its instance still runs."""
         instance = self.instance_by_id(about.instance_id)
-        self.transitions.append(
-            _transition(
-                {
-                    "kind": kind,
-                    "journey": about.journey,
-                    "version": about.journey_version,
-                    "instance_id": about.instance_id,
-                    "at": self.now,
-                    "step_id": about.step_id,
-                    "holdout": bool(instance and instance.holdout),
-                }
-                | details
-            )
-        )
+        values = {
+            "kind": kind,
+            "journey": about.journey,
+            "version": about.journey_version,
+            "instance_id": about.instance_id,
+            "at": self.now,
+            "step_id": about.step_id,
+            "holdout": bool(instance and instance.holdout),
+        }
+        values.update(details)
+        self.transitions.append(_TRANSITION(values, self.trusted))
 
     def zone(self) -> ZoneInfo:
         name = self.state.profile.get("timezone") or self.default_timezone
@@ -178,32 +180,36 @@ class Run:
             self.record("held_out", instance, step_id=step.id, reason=str(step.channel))
             return
         customer_id = self.state.customer_id
-        action = Action(
-            action_id=action_id_for(
-                journey=instance.journey,
-                journey_version=instance.version,
-                customer_id=customer_id,
-                instance_id=instance.instance_id,
-                step_id=step.id,
-                triggered_by=self.triggered_by,
-            ),
-            customer_id=customer_id,
-            journey=instance.journey,
-            journey_version=instance.version,
-            instance_id=instance.instance_id,
-            step_id=step.id,
-            # for `preferred` the contact policy picks the channel; e-mail only holds the place
-            channel=ContactChannel.EMAIL if step.channel == "preferred" else step.channel,
-            template=step.template,
-            params=render(step.params, self.context(instance)),
-            priority=step.priority,
-            purpose=step.purpose,
-            triggered_by=self.triggered_by,
-            created_at=self.now,
-            not_before=self.now,
+        # validated: the customer id, a stored instance and the rendered params come from
+        # outside the engine (`Action(...)` without its Python wrapper)
+        action = _ACTION.validated(
+            {
+                "action_id": action_id_for(
+                    journey=instance.journey,
+                    journey_version=instance.version,
+                    customer_id=customer_id,
+                    instance_id=instance.instance_id,
+                    step_id=step.id,
+                    triggered_by=self.triggered_by,
+                ),
+                "customer_id": customer_id,
+                "journey": instance.journey,
+                "journey_version": instance.version,
+                "instance_id": instance.instance_id,
+                "step_id": step.id,
+                # for `preferred` the contact policy picks the channel; e-mail holds the place
+                "channel": ContactChannel.EMAIL if step.channel == "preferred" else step.channel,
+                "template": step.template,
+                "params": render(step.params, self.context(instance)),
+                "priority": step.priority,
+                "purpose": step.purpose,
+                "triggered_by": self.triggered_by,
+                "created_at": self.now,
+                "not_before": self.now,
+            }
         )
-        pending = PendingSend(
-            action=action, requested_channel=str(step.channel), on_cap=step.on_cap
+        pending = _PENDING.unchecked(
+            {"action": action, "requested_channel": str(step.channel), "on_cap": step.on_cap}
         )
         self.candidates.append((len(self.transitions), pending))
 
@@ -267,21 +273,24 @@ class Run:
             ) from None
 
     def _park(self, instance: InstanceState, step_id: str, due: datetime) -> None:
-        timer = Timer(
-            timer_id=stable_id(
-                instance.journey,
-                str(instance.version),
-                self.state.customer_id,
-                instance.instance_id,
-                step_id,
-                self.triggered_by,
-            ),
-            customer_id=self.state.customer_id,
-            journey=instance.journey,
-            journey_version=instance.version,
-            instance_id=instance.instance_id,
-            step_id=step_id,
-            due_at=due,
+        timer = _TIMER(
+            {
+                "timer_id": stable_id(
+                    instance.journey,
+                    str(instance.version),
+                    self.state.customer_id,
+                    instance.instance_id,
+                    step_id,
+                    self.triggered_by,
+                ),
+                "customer_id": self.state.customer_id,
+                "journey": instance.journey,
+                "journey_version": instance.version,
+                "instance_id": instance.instance_id,
+                "step_id": step_id,
+                "due_at": due,
+            },
+            self.trusted,
         )
         self.timers.append(timer)
         instance.step_id = step_id
@@ -290,10 +299,10 @@ class Run:
         self.record("waiting", instance, step_id=step_id, due_at=due)
 
 
-# `Transition.model_validate` without its Python wrapper: a few per event
-_transition: Callable[[dict[str, Any]], Transition] = (
-    Transition.__pydantic_validator__.validate_python
-)
+_TRANSITION = Builder(Transition)
+_TIMER = Builder(Timer)
+_ACTION = Builder(Action)
+_PENDING = Builder(PendingSend)
 
 
 def _choose(step: BranchStep, context: dict[str, Any]) -> str:

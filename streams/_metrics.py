@@ -328,8 +328,11 @@ class WorkerMetrics:
 
     def _move_instances(self, before: CustomerState, after: CustomerState) -> None:
         """Apply the change in where this customer's instances wait (entered, moved, ended)."""
-        change = _parked(after)
-        change.subtract(_parked(before))
+        was, now = _parked(before), _parked(after)
+        if was == now:
+            return  # most events move no instance: no tally to build
+        change = Tally(now)
+        change.subtract(Tally(was))
         for key, delta in change.items():
             if delta:
                 self._child(self.instances, *key).inc(delta)
@@ -432,8 +435,8 @@ def _group(transition: Transition) -> str:
     return HOLDOUT if transition.holdout else TREATED
 
 
-def _parked(state: CustomerState) -> Tally[StepKey]:
-    return Tally((instance.journey, instance.step_id) for instance in state.instances.values())
+def _parked(state: CustomerState) -> list[StepKey]:
+    return [(instance.journey, instance.step_id) for instance in state.instances.values()]
 
 
 # The Kafka client imports are local: importing `streams` (the CLI, `polku stats`) must not

@@ -15,6 +15,7 @@ the topic again until one of its records has been read.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,6 +34,9 @@ Highwater = Callable[[int], int | None]
 HandleTouchpoint = Callable[[Message, Touchpoint], Awaitable[None]]
 
 
+# aiokafka's murmur2 is pure Python (~4 µs a key); a worker asks for the same customers' keys
+# again and again, up to three times per event
+@functools.lru_cache(maxsize=65_536)
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition the Java client's default partitioner (and aiokafka's) picks for `key`."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions

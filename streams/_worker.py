@@ -149,8 +149,8 @@ class JourneyProcessor:
         inputs: InputProgress | None = None,
     ) -> None:
         """`producer()`: the worker's producer, for table writes past Faust's table
-        (`TableWriter`);
-        `inputs`: how far the touchpoints are handled, which timers wait for (`_input_horizon`)."""
+        (`TableWriter`); `inputs`: how far the touchpoints are handled, which timers wait for
+        (`_input_horizon`)."""
         self._settings = settings
         self._engine = engine
         self._metrics = metrics
@@ -395,11 +395,13 @@ class JourneyProcessor:
             saved = await process_batch(
                 events, set_event, (self,), self._handle_fired, keep=lambda: self._epoch == epoch
             )
-        except Exception as exc:
-            log.warning("%d due timers not fired, will retry: %s", len(due), exc)
-            if self._epoch == epoch:
+        except BaseException as exc:
+            if self._epoch == epoch:  # else the index is the new assignment's
                 for entry, _ in due:
                     self.index.add(entry)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the worker stops, or Faust restarts the agent
+            log.warning("%d due timers not fired, will retry: %s", len(due), exc)
             return 0
         finally:
             self._firing_done.set()
@@ -540,8 +542,10 @@ class Pipeline:
             return 0
         limit = self._settings.batch_max_events
         now, due = await self._journeys.take_due_timers(limit)
-        here = [item for item in due if self._fires_here(item[0])]
-        there = [item for item in due if not self._fires_here(item[0])]
+        here: list[tuple[Due, Timer]] = []
+        there: list[tuple[Due, Timer]] = []
+        for item in due:
+            (here if self._fires_here(item[0]) else there).append(item)
         fired = await self._journeys.fire_here(here, now, set_event)
         fired += await self._journeys.fire_via_topic(there, now)
         if len(due) == limit:

@@ -432,3 +432,23 @@ def test_no_timer_fires_while_flow_control_is_off(pipeline: PipelineRig) -> None
 
     assert pipeline.email.sent == []
     assert len(pipeline.journeys.index) == 1
+
+
+def test_fired_timers_cancelled_while_they_wait_for_acks_go_back_into_the_index(
+    pipeline: PipelineRig,
+) -> None:
+    # Faust cancels the agent when the worker stops, or to restart it
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    saved = dict(pipeline.states)
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    pipeline.journeys.outbox.settle = cancelled  # type: ignore[method-assign]
+
+    with pytest.raises(asyncio.CancelledError):
+        pipeline.fire(REMINDER_DUE)
+
+    assert pipeline.states == saved
+    assert len(pipeline.journeys.index) == 1
+    asyncio.run(pipeline.journeys.timers_settled())

@@ -39,6 +39,7 @@ from journeys._state import (
     Transition,
     document_timers,
     pending_timers,
+    state_timer,
     stored_state_timers,
 )
 
@@ -78,6 +79,7 @@ __all__ = [
     "resolve",
     "seen_key",
     "simulate",
+    "state_timer",
     "stored_state_timers",
     "successors",
     "to_dot",

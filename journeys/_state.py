@@ -223,6 +223,21 @@ def pending_timers(state: CustomerState) -> list[Timer]:
     return [timer for timer in (*parked, *deferred) if timer is not None]
 
 
+def state_timer(state: CustomerState, timer_id: str, customer_id: str) -> Timer | None:
+    """The pending timer `timer_id` of a state (one of `pending_timers`), for the customer whose
+    key the state is stored under; None once the state no longer waits on it."""
+    for instance in state.instances.values():
+        if instance.timer_id == timer_id:
+            return parked_timer(customer_id, instance)
+    pending = state.contact.deferred.get(timer_id)
+    if pending is None:
+        return None
+    timer = deferral_timer(timer_id, pending.action)
+    if timer.customer_id == customer_id:
+        return timer
+    return timer.model_copy(update={"customer_id": customer_id})
+
+
 class StoredTimer(NamedTuple):
     """A pending timer as a stored state's JSON document holds it (`document_timers`)."""
 

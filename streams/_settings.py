@@ -121,6 +121,15 @@ class Settings(BaseSettings):
             "customers' (0: decode every state it reads)",
         ),
     ] = 10_000
+    timer_warm_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=3600,
+            description="how far ahead an idle worker decodes the states of the timers about "
+            "to fall due into its state cache, so that a burst of them fires faster (0: never)",
+        ),
+    ] = 5.0
     gc_thresholds: Annotated[
         tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt],
         Field(

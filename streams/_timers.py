@@ -9,6 +9,7 @@ scan of the pending ones.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
@@ -74,6 +75,27 @@ class DueTimeIndex:
             _, customer_id = self._pending.pop(timer_id)
             due.append(Due(timer_id, datetime.fromtimestamp(at, UTC), customer_id))
         return due
+
+    def due_until(self, cutoff: float) -> Iterator[tuple[str, float, str]]:
+        """(timer id, due time, customer) of every pending timer due at or before `cutoff`, in
+        no particular order, without removing them; the index must not change meanwhile.
+
+        In a heap the entries at or before a cutoff form a subtree at the root, so this visits
+        only them and the children that end it: a look ahead at the next seconds' timers costs
+        what they number, not what the index holds.
+        """
+        heap, pending = self._heap, self._pending
+        size = len(heap)
+        stack = [0] if heap else []
+        while stack:
+            at = stack.pop()
+            due, timer_id = heap[at]
+            if due > cutoff:
+                continue
+            entry = pending.get(timer_id)
+            if entry is not None and entry[0] == due:
+                yield timer_id, due, entry[1]
+            stack.extend(child for child in (2 * at + 1, 2 * at + 2) if child < size)
 
     def _drop_stale_head(self) -> None:
         heap, pending = self._heap, self._pending

@@ -15,12 +15,14 @@ customer topic, as the architecture draws it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
+import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,6 +37,7 @@ from journeys import (
     Outcome,
     Timer,
     merge_states,
+    state_timer,
     stored_state_timers,
 )
 from schemas import InvalidEventError, TimerFired, Touchpoint, decode_touchpoint, encode
@@ -86,6 +89,8 @@ log = logging.getLogger("polku.worker")
 Clock = Callable[[], datetime]
 # a commit stuck behind never-acked offsets is read again after two such checks in a row
 _STUCK_COMMIT_CHECK_SECONDS = 5.0
+# states an idle agent decodes ahead of their timers per turn (~20 ms), between input batches
+_WARM_STATES_PER_WAKE = 500
 
 
 def utc_now() -> datetime:
@@ -165,6 +170,8 @@ class JourneyProcessor:
         self.index = DueTimeIndex()
         self._inputs = inputs
         self._index_changes: list[tuple[Due | None, str | None]] = []
+        # timers whose states were decoded ahead of their due time (`warm_states`)
+        self._warmed: set[str] = set()
         self._finished: list[_Finished] = []
         # a revoke counts up: a batch of fired timers begun before it is not saved
         self._epoch = 0
@@ -284,6 +291,9 @@ class JourneyProcessor:
         stored = self._states.get(customer_key)
         if stored is None:
             return CustomerState(customer_id=customer_key.decode())
+        return self._decoded_state(customer_key, stored)
+
+    def _decoded_state(self, customer_key: bytes, stored: bytes) -> CustomerState:
         state = self._decoded.get(customer_key, stored)
         if state is None:
             state = CustomerState.model_validate_json(stored)
@@ -338,6 +348,7 @@ class JourneyProcessor:
         """After (re)covery, the index is exactly the timers the states of this worker's
         partitions wait on."""
         self.index.clear()
+        self._warmed.clear()
         stranded: set[tuple[str, int]] = set()
         waiting: Counter[tuple[str, str]] = Counter()
         for key, stored in self._states.table.items():
@@ -369,12 +380,53 @@ class JourneyProcessor:
         now = self._clock()
         if not self.timers_due():
             return now, []
+        popped = self.index.pop_due(await self._handled_until(now), limit)
+        self._warmed.difference_update(entry.timer_id for entry in popped)
         due = [
-            (entry, timer)
-            for entry in self.index.pop_due(await self._handled_until(now), limit)
-            if (timer := self._stored_timer(entry)) is not None
+            (entry, timer) for entry in popped if (timer := self._stored_timer(entry)) is not None
         ]
         return now, due
+
+    def states_to_warm(self) -> bool:
+        """Whether a timer falls due within `timer_warm_seconds` whose state is not decoded."""
+        return next(self._unwarmed(), None) is not None
+
+    def warm_states(self, limit: int) -> bool:
+        """Decode into the state cache the states of up to `limit` timers falling due within
+        `timer_warm_seconds`, as an idle worker can, so that they fire without decoding them
+        then (a fired timer reads its state once it is due; a burst of them all at once).
+        Returns whether more are left to warm.
+
+        The cache serves a state only while the table holds the bytes it was decoded from, so
+        one warmed and changed before its timer fires is decoded again, never served stale.
+        """
+        room = self._settings.state_cache_customers - len(self._warmed)
+        taken = list(itertools.islice(self._unwarmed(), max(0, min(limit, room))))
+        for timer_id, customer_id in taken:
+            self._warmed.add(timer_id)
+            key = customer_id.encode()
+            stored = self._states.stored(key, partition_for(key, self._settings.partitions))
+            if stored is not None:
+                # a state the model refuses is dead-lettered when its timer fires, not here
+                with contextlib.suppress(ValueError):
+                    self._decoded_state(key, stored)
+        return len(taken) == limit
+
+    def _unwarmed(self) -> Iterator[tuple[str, str]]:
+        """(timer id, customer) of timers due within the look ahead, not yet warmed."""
+        ahead = self._settings.timer_warm_seconds
+        capacity = self._settings.state_cache_customers
+        if ahead == 0 or capacity == 0:
+            return
+        if len(self._warmed) >= capacity:
+            # cancelled timers leave the index without firing
+            self._warmed = {timer_id for timer_id in self._warmed if timer_id in self.index}
+            if len(self._warmed) >= capacity:
+                return  # warming more would push warmed states out of the cache
+        now = self._clock().timestamp()
+        for timer_id, due, customer_id in self.index.due_until(now + ahead):
+            if due > now and timer_id not in self._warmed:
+                yield timer_id, customer_id
 
     async def fire_here(
         self, due: Sequence[tuple[Due, Timer]], now: datetime, set_event: SetEvent
@@ -466,6 +518,7 @@ class JourneyProcessor:
         (the index comes back from the states of the new assignment, `rebuild_timer_index`)."""
         self._epoch += 1
         self.index.clear()
+        self._warmed.clear()
         if self._inputs is not None:
             self._inputs.forget()
 
@@ -484,9 +537,16 @@ class JourneyProcessor:
         stored = self._states.stored(key, partition_for(key, self._settings.partitions))
         if stored is None:
             return None
-        found = (t for t in stored_state_timers(stored) if t.timer_id == due.timer_id)
-        timer = next(found, None)
-        return timer.timer(due.customer_id) if timer is not None else None
+        try:
+            # decoded once: its event's processing finds it in the state cache
+            state = self._decoded_state(key, stored)
+        except ValueError:
+            # the model refuses the state: its timer, read from the JSON, fires, and its event
+            # is dead-lettered with the reason
+            found = (t for t in stored_state_timers(stored) if t.timer_id == due.timer_id)
+            timer = next(found, None)
+            return timer.timer(due.customer_id) if timer is not None else None
+        return state_timer(state, due.timer_id, due.customer_id)
 
 
 class Pipeline:
@@ -523,7 +583,15 @@ class Pipeline:
         async for events in batches:
             if events:
                 await self.handle_batch(events, set_current_event)
-            await self.fire_due_timers(set_current_event)
+            await self.after_batch(events, set_current_event)
+
+    async def after_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
+        """Fire the timers due now; an idle agent (woken, no records) also warms the states of
+        the timers about to fall due."""
+        fired = await self.fire_due_timers(set_event)
+        idle = not events and not fired
+        if idle and self._journeys.warm_states(_WARM_STATES_PER_WAKE):
+            self.timers_due.set()  # more to warm, after any records that arrive
 
     async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         await process_batch(events, set_event, (self._identity, self._journeys), self._route)
@@ -560,7 +628,7 @@ class Pipeline:
         """Wake an idle agent when timers are due (a busy one fires them after each batch)."""
         while True:
             await asyncio.sleep(self._settings.timer_poll_seconds)
-            if self._journeys.timers_due():
+            if self._journeys.timers_due() or self._journeys.states_to_warm():
                 self.timers_due.set()
 
 

@@ -22,6 +22,7 @@ from journeys import (
     load_journey_text,
     pending_timers,
     simulate,
+    state_timer,
     stored_state_timers,
 )
 from schemas import (
@@ -203,6 +204,9 @@ def test_the_state_holds_every_live_timer_a_wait_and_a_deferred_send_alike() -> 
         assert [t.timer("c1") for t in stored_state_timers(encode(outcome.state))] == stored
         by_id = {t.timer_id: t for t in pending_timers(outcome.state)}
         assert by_id == {t.timer_id: t for t in stored} == live
+        # one timer looked up in the decoded state, as a worker firing it does
+        assert all(state_timer(outcome.state, i, "c1") == t for i, t in live.items())
+        assert state_timer(outcome.state, "no-such-timer", "c1") is None
         kinds.add(len(outcome.state.contact.deferred) > 0)
         if not live:
             break

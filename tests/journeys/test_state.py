@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from journeys import CustomerState, InstanceState, SentAction, stored_state_timers
+from journeys import CustomerState, InstanceState, SentAction, state_timer, stored_state_timers
 from journeys._policy import SentRecord
 from journeys._state import copy_state
 from schemas import ContactChannel, encode
@@ -103,3 +103,12 @@ def test_a_stored_state_without_timers_has_none_even_where_its_text_mentions_one
     instance.seen["timer_fired"] = {"type": "timer.fired", "payload": {"timer_id": "t-0"}}
     assert b'"timer_id":' in encode(state)
     assert stored_state_timers(encode(state)) == []
+
+
+def test_a_timer_looked_up_in_a_state_is_for_the_customer_it_is_stored_under() -> None:
+    state = busy_state()
+    [stored] = stored_state_timers(encode(state))
+    # merged profiles: a state may be stored under its survivor's key
+    assert state_timer(state, "t-1", "c2") == stored.timer("c2")
+    assert state_timer(state, "t-1", "c1") == stored.timer("c1")
+    assert state_timer(state, "t-0", "c1") is None

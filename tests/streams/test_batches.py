@@ -32,6 +32,7 @@ from streams._identity import IdentityProcessor
 from streams._metrics import WorkerMetrics
 from streams._shortcut import Backlog, Shortcut, TrackedTopic, partition_for
 from streams._staging import Event, Outbox
+from streams._state_cache import StateCache
 from streams._worker import JourneyProcessor, Pipeline
 from tests.integration.harness import FAST_JOURNEYS
 
@@ -452,3 +453,111 @@ def test_fired_timers_cancelled_while_they_wait_for_acks_go_back_into_the_index(
     assert pipeline.states == saved
     assert len(pipeline.journeys.index) == 1
     asyncio.run(pipeline.journeys.timers_settled())
+
+
+# ---------------------------------------------------------------------------------------------
+# the states of timers about to fall due, decoded ahead by an idle agent
+
+
+def idle_turn(rig: PipelineRig, at: datetime) -> None:
+    """What the agent does when woken with no records: fire what is due, else warm states."""
+    rig.clock[0] = at
+    asyncio.run(rig.pipeline.after_batch([], lambda _: None))
+
+
+def restarted_cache(rig: PipelineRig, capacity: int = 100) -> StateCache:
+    """An empty state cache, as after a restart (the carts' own saves filled it)."""
+    cache = StateCache(capacity)
+    rig.journeys._decoded = cache
+    return cache
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    decoded: list[bytes] = []
+    validate = CustomerState.model_validate_json
+
+    def counting(data: Any, **kwargs: Any) -> CustomerState:
+        decoded.append(data)
+        return validate(data, **kwargs)
+
+    monkeypatch.setattr(CustomerState, "model_validate_json", counting)
+    return decoded
+
+
+def test_an_idle_agent_decodes_the_states_of_timers_about_to_fall_due(
+    pipeline: PipelineRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline.run(*(pipeline.touchpoint(cart(name, 1)) for name in ("aino", "eero")))
+    cache = restarted_cache(pipeline)
+    soon = REMINDER_DUE - timedelta(seconds=pipeline.settings.timer_warm_seconds / 2)
+    pipeline.clock[0] = soon
+    assert pipeline.journeys.states_to_warm()
+
+    idle_turn(pipeline, soon)
+
+    assert len(cache) == 2
+    assert not pipeline.journeys.states_to_warm()
+    assert pipeline.email.sent == []  # warmed, not fired
+    decodes = count_decodes(monkeypatch)
+    assert pipeline.fire(REMINDER_DUE) == 2
+    assert decodes == []  # both fired from the states decoded ahead
+    assert sorted(key or b"" for key, _ in pipeline.email.sent) == [b"aino", b"eero"]
+
+
+def test_timers_beyond_the_look_ahead_are_not_warmed(pipeline: PipelineRig) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    cache = restarted_cache(pipeline)
+    early = REMINDER_DUE - timedelta(seconds=pipeline.settings.timer_warm_seconds + 1)
+
+    idle_turn(pipeline, early)
+
+    assert len(cache) == 0
+
+
+def test_warming_never_takes_more_states_than_the_cache_keeps(pipeline: PipelineRig) -> None:
+    names = ("aino", "eero", "kaisa")
+    pipeline.run(*(pipeline.touchpoint(cart(name, 1)) for name in names))
+    cache = restarted_cache(pipeline, capacity=2)
+    pipeline.journeys._settings = Settings(partitions=PARTITIONS, state_cache_customers=2)
+
+    idle_turn(pipeline, REMINDER_DUE - timedelta(seconds=1))
+
+    assert len(cache) == 2
+    assert not pipeline.journeys.states_to_warm()  # a third would push a warmed one out
+    assert pipeline.fire(REMINDER_DUE) == 3  # the third decodes its state as it fires
+
+
+def test_a_state_changed_after_it_was_warmed_is_read_again_when_its_timer_falls_due(
+    pipeline: PipelineRig,
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    restarted_cache(pipeline)
+    idle_turn(pipeline, REMINDER_DUE - timedelta(seconds=1))
+    # another writer (a restore, a merge) leaves aino with no journey: the warmed state is stale
+    pipeline.states[b"aino"] = encode(CustomerState(customer_id="aino"))
+
+    assert pipeline.fire(REMINDER_DUE) == 0
+
+    assert pipeline.email.sent == []
+
+
+def test_no_state_is_warmed_with_the_look_ahead_off(pipeline: PipelineRig) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    cache = restarted_cache(pipeline)
+    pipeline.journeys._settings = Settings(partitions=PARTITIONS, timer_warm_seconds=0)
+
+    idle_turn(pipeline, REMINDER_DUE - timedelta(seconds=1))
+
+    assert len(cache) == 0
+    assert not pipeline.journeys.states_to_warm()
+
+
+def test_a_busy_agent_does_not_warm_states(pipeline: PipelineRig) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    cache = restarted_cache(pipeline)
+    pipeline.clock[0] = REMINDER_DUE - timedelta(seconds=1)
+    events: list[Any] = [FakeEvent(pipeline.touchpoint(cart("eero", 2)))]
+
+    asyncio.run(pipeline.pipeline.after_batch(events, lambda _: None))
+
+    assert len(cache) == 0

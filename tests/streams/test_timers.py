@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 from journeys import Timer
@@ -95,3 +96,31 @@ def test_a_popped_timer_names_the_customer_whose_state_holds_it() -> None:
         ("t", T0 + timedelta(seconds=1), "survivor")
     ]
     assert index.pop_due(T0 + timedelta(days=1), limit=10) == []
+
+
+def test_due_until_sees_exactly_the_timers_due_by_then_and_removes_none() -> None:
+    rng = random.Random(7)
+    index = DueTimeIndex()
+    model: dict[str, float] = {}  # what the index should hold
+    for n in range(500):
+        due = T0 + timedelta(seconds=rng.uniform(0, 100))
+        index.add(timer(f"t{n}", 0).model_copy(update={"due_at": due}))
+        model[f"t{n}"] = due.timestamp()
+    for n in range(0, 500, 7):
+        index.discard(f"t{n}")
+        del model[f"t{n}"]
+    index.add(timer("t1", 500))  # moved later: its old heap entry must not count
+    model["t1"] = (T0 + timedelta(seconds=500)).timestamp()
+    cutoff = (T0 + timedelta(seconds=40)).timestamp()
+
+    seen = list(index.due_until(cutoff))
+
+    expected = {timer_id for timer_id, due in model.items() if due <= cutoff}
+    assert 100 < len(expected) < 300  # the cutoff splits the index
+    assert sorted(timer_id for timer_id, _, _ in seen) == sorted(expected)  # each once
+    assert all(due == model[timer_id] and customer == "c1" for timer_id, due, customer in seen)
+    assert len(index) == len(model)
+
+
+def test_due_until_on_an_empty_index_sees_nothing() -> None:
+    assert list(DueTimeIndex().due_until(float("inf"))) == []

@@ -126,10 +126,20 @@ class Settings(BaseSettings):
         Field(
             ge=0,
             le=3600,
-            description="how far ahead an idle worker decodes the states of the timers about "
-            "to fall due into its state cache, so that a burst of them fires faster (0: never)",
+            description="how far ahead an idle worker works out the firing of the timers about "
+            "to fall due (as of their due time), so that a burst of them fires faster (0: never)",
         ),
     ] = 5.0
+    timer_on_time_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=300,
+            description="a timer fired no later than this after its due time is processed as "
+            "of its due time, so its outcome does not depend on the worker's delay (and an idle "
+            "worker can work it out ahead); a later one as of when it fires",
+        ),
+    ] = 10.0
     gc_thresholds: Annotated[
         tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt],
         Field(

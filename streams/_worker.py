@@ -15,7 +15,6 @@ customer topic, as the architecture draws it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
 import itertools
@@ -24,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
@@ -89,8 +88,8 @@ log = logging.getLogger("polku.worker")
 Clock = Callable[[], datetime]
 # a commit stuck behind never-acked offsets is read again after two such checks in a row
 _STUCK_COMMIT_CHECK_SECONDS = 5.0
-# states an idle agent decodes ahead of their timers per turn (~20 ms), between input batches
-_WARM_STATES_PER_WAKE = 500
+# timers an idle agent works out ahead per turn (~20 ms), between input batches
+_WARM_STATES_PER_WAKE = 100
 
 
 def utc_now() -> datetime:
@@ -134,6 +133,17 @@ class FiredTimerEvent:
     message: FiredTimerRecord
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A timer's firing worked out ahead of its due time, as of its due time (`warm_states`):
+    its outcome, valid while its customer's state is still `stored`."""
+
+    stored: bytes
+    event: TimerFired
+    before: CustomerState
+    outcome: Outcome
+
+
 class JourneyProcessor:
     """Everything the journey agent does, a batch of records at a time; owns the due-time index."""
 
@@ -170,8 +180,9 @@ class JourneyProcessor:
         self.index = DueTimeIndex()
         self._inputs = inputs
         self._index_changes: list[tuple[Due | None, str | None]] = []
-        # timers whose states were decoded ahead of their due time (`warm_states`)
+        # timers taken ahead of their due time (`warm_states`), and the firings worked out
         self._warmed: set[str] = set()
+        self._prepared: dict[str, _Prepared] = {}
         self._finished: list[_Finished] = []
         # a revoke counts up: a batch of fired timers begun before it is not saved
         self._epoch = 0
@@ -207,6 +218,8 @@ class JourneyProcessor:
                 self.index.add(timer)
             if done is not None:
                 self.index.discard(done)
+                self._warmed.discard(done)
+                self._prepared.pop(done, None)
         self._metrics.timers_pending.set(len(self.index))
 
     def _record_finished(self) -> None:
@@ -237,13 +250,16 @@ class JourneyProcessor:
             return
         await self.handle_touchpoint(message, event)
 
-    async def handle_touchpoint(self, message: Message, event: Touchpoint) -> None:
-        """One decoded touchpoint, keyed by its canonical customer."""
+    async def handle_touchpoint(
+        self, message: Message, event: Touchpoint, now: datetime | None = None
+    ) -> None:
+        """One decoded touchpoint, keyed by its canonical customer, processed as of `now`
+        (default: the clock's now)."""
         customer_key = message.key or event.customer.key.encode()
         started = time.perf_counter()
         try:
             before = self._load_state(customer_key)
-            outcome = self._engine.advance(before, event, self._clock())
+            outcome = self._engine.advance(before, event, now or self._clock())
         except JourneyRuntimeError as exc:
             await self.send_to_dead_letter(message, "journey_error", str(exc), self.outbox)
             return
@@ -255,6 +271,17 @@ class JourneyProcessor:
                 message, "journey_error", f"{type(exc).__name__}: {exc}", self.outbox
             )
             return
+        await self._apply(customer_key, message, event, before, outcome, started)
+
+    async def _apply(
+        self,
+        customer_key: bytes,
+        message: Message,
+        event: Touchpoint,
+        before: CustomerState,
+        outcome: Outcome,
+        started: float,
+    ) -> None:
         await self._emit(outcome)
         fired = event.payload.timer_id if event.type == "timer.fired" else None
         self._save(customer_key, outcome, fired)
@@ -349,6 +376,7 @@ class JourneyProcessor:
         partitions wait on."""
         self.index.clear()
         self._warmed.clear()
+        self._prepared.clear()
         stranded: set[tuple[str, int]] = set()
         waiting: Counter[tuple[str, str]] = Counter()
         for key, stored in self._states.table.items():
@@ -382,35 +410,55 @@ class JourneyProcessor:
             return now, []
         popped = self.index.pop_due(await self._handled_until(now), limit)
         self._warmed.difference_update(entry.timer_id for entry in popped)
-        due = [
-            (entry, timer) for entry in popped if (timer := self._stored_timer(entry)) is not None
-        ]
+        due = []
+        for entry in popped:
+            timer = self._stored_timer(entry)
+            if timer is not None:
+                due.append((entry, timer))
+            else:
+                self._prepared.pop(entry.timer_id, None)
         return now, due
 
     def states_to_warm(self) -> bool:
-        """Whether a timer falls due within `timer_warm_seconds` whose state is not decoded."""
+        """Whether a timer falls due within `timer_warm_seconds` not yet worked out ahead."""
         return next(self._unwarmed(), None) is not None
 
     def warm_states(self, limit: int) -> bool:
-        """Decode into the state cache the states of up to `limit` timers falling due within
-        `timer_warm_seconds`, as an idle worker can, so that they fire without decoding them
-        then (a fired timer reads its state once it is due; a burst of them all at once).
-        Returns whether more are left to warm.
+        """Work out ahead, as an idle worker can, the firing of up to `limit` timers falling
+        due within `timer_warm_seconds`: their states decoded into the state cache, and the
+        engine advanced as of their due time, so that a burst of them all due at once is only
+        sent and saved then. Returns whether more are left to warm.
 
-        The cache serves a state only while the table holds the bytes it was decoded from, so
-        one warmed and changed before its timer fires is decoded again, never served stale.
+        A firing worked out ahead is used only if its timer fires on time (processed as of its
+        due time, `timer_on_time_seconds`) from exactly the state it was worked out from: the
+        engine is a pure function of (state, event, now), so it is then the outcome the firing
+        would have computed. One whose state changed meanwhile is computed again.
         """
         room = self._settings.state_cache_customers - len(self._warmed)
         taken = list(itertools.islice(self._unwarmed(), max(0, min(limit, room))))
         for timer_id, customer_id in taken:
             self._warmed.add(timer_id)
-            key = customer_id.encode()
-            stored = self._states.stored(key, partition_for(key, self._settings.partitions))
-            if stored is not None:
-                # a state the model refuses is dead-lettered when its timer fires, not here
-                with contextlib.suppress(ValueError):
-                    self._decoded_state(key, stored)
+            prepared = self._prepare(timer_id, customer_id)
+            if prepared is not None:
+                self._prepared[timer_id] = prepared
         return len(taken) == limit
+
+    def _prepare(self, timer_id: str, customer_id: str) -> _Prepared | None:
+        key = customer_id.encode()
+        stored = self._states.stored(key, partition_for(key, self._settings.partitions))
+        if stored is None:
+            return None
+        try:
+            before = self._decoded_state(key, stored)
+            timer = state_timer(before, timer_id, customer_id)
+            if timer is None:
+                return None
+            event = timer.fired_event(timer.due_at)
+            outcome = self._engine.advance(before, event, timer.due_at)
+        except Exception:
+            # whatever fails here fails again as the timer fires, which dead-letters its event
+            return None
+        return _Prepared(stored, event, before, outcome)
 
     def _unwarmed(self) -> Iterator[tuple[str, str]]:
         """(timer id, customer) of timers due within the look ahead, not yet warmed."""
@@ -419,8 +467,13 @@ class JourneyProcessor:
         if ahead == 0 or capacity == 0:
             return
         if len(self._warmed) >= capacity:
-            # cancelled timers leave the index without firing
+            # timers taken by the topic's records leave the index without firing here
             self._warmed = {timer_id for timer_id in self._warmed if timer_id in self.index}
+            self._prepared = {
+                timer_id: prepared
+                for timer_id, prepared in self._prepared.items()
+                if timer_id in self._warmed
+            }
             if len(self._warmed) >= capacity:
                 return  # warming more would push warmed states out of the cache
         now = self._clock().timestamp()
@@ -466,15 +519,33 @@ class JourneyProcessor:
     def _fired_record(self, entry: Due, timer: Timer, now: datetime) -> Event:
         key = entry.customer_id.encode()
         partition = partition_for(key, self._settings.partitions)
-        message = FiredTimerRecord(
-            self._settings.customer_topic, partition, key, timer.fired_event(now)
-        )
+        event = timer.fired_event(self.firing_time(timer, now))
+        message = FiredTimerRecord(self._settings.customer_topic, partition, key, event)
         # the parts of Faust's event and message that the batch stages read
         return cast(Event, FiredTimerEvent(message))
 
+    def firing_time(self, timer: Timer, now: datetime) -> datetime:
+        """When a timer firing `now` fires, as its event and the engine see it: its due time
+        if it is on time (so its outcome does not depend on how busy the worker was), else
+        `now` (a timer late by an outage must not send into quiet hours it was due before)."""
+        late = now - timer.due_at
+        on_time = timedelta(seconds=self._settings.timer_on_time_seconds)
+        return timer.due_at if timedelta(0) <= late <= on_time else now
+
     async def _handle_fired(self, message: Message) -> None:
         record = cast(FiredTimerRecord, message)
-        await self.handle_touchpoint(message, record.event)
+        event = record.event
+        prepared = self._prepared.pop(event.payload.timer_id, None)
+        if (
+            prepared is not None
+            and prepared.event == event
+            and self._states.get(record.key) == prepared.stored
+        ):
+            await self._apply(
+                record.key, message, event, prepared.before, prepared.outcome, time.perf_counter()
+            )
+            return
+        await self.handle_touchpoint(message, event, now=event.occurred_at)
 
     async def fire_via_topic(self, due: Sequence[tuple[Due, Timer]], now: datetime) -> int:
         """Produce `timer.fired` for due timers onto the customer topic, keyed by customer.
@@ -484,10 +555,11 @@ class JourneyProcessor:
         """
         pending = []
         for _, timer in due:
+            # its event is processed behind other records, from another state: not as worked out
+            self._prepared.pop(timer.timer_id, None)
+            event = timer.fired_event(self.firing_time(timer, now))
             pending.append(
-                await self._customer_topic.send(
-                    key=timer.customer_id.encode(), value=encode(timer.fired_event(now))
-                )
+                await self._customer_topic.send(key=timer.customer_id.encode(), value=encode(event))
             )
         results = await asyncio.gather(*pending, return_exceptions=True)
         fired = 0
@@ -519,6 +591,7 @@ class JourneyProcessor:
         self._epoch += 1
         self.index.clear()
         self._warmed.clear()
+        self._prepared.clear()
         if self._inputs is not None:
             self._inputs.forget()
 

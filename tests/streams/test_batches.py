@@ -251,6 +251,10 @@ PARTITIONS = 4
 
 @pytest.fixture
 def pipeline() -> PipelineRig:
+    return pipeline_rig()
+
+
+def pipeline_rig() -> PipelineRig:
     settings = Settings(partitions=PARTITIONS)
     metrics = WorkerMetrics()
     states: dict[bytes, bytes] = {}
@@ -561,3 +565,88 @@ def test_a_busy_agent_does_not_warm_states(pipeline: PipelineRig) -> None:
     asyncio.run(pipeline.pipeline.after_batch(events, lambda _: None))
 
     assert len(cache) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# a timer on time is processed as of its due time; an idle agent works its firing out ahead
+
+
+def sent_at(rig: PipelineRig) -> list[datetime]:
+    return [decode_action(value).created_at for _, value in rig.email.sent]
+
+
+def test_a_timer_fired_on_time_is_processed_as_of_its_due_time(pipeline: PipelineRig) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    on_time = pipeline.settings.timer_on_time_seconds
+
+    assert pipeline.fire(REMINDER_DUE + timedelta(seconds=on_time)) == 1
+
+    assert sent_at(pipeline) == [REMINDER_DUE]  # not when the busy worker got to it
+
+
+def test_a_timer_fired_late_is_processed_as_of_when_it_fires(pipeline: PipelineRig) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    late = REMINDER_DUE + timedelta(seconds=pipeline.settings.timer_on_time_seconds + 1)
+
+    assert pipeline.fire(late) == 1
+
+    assert sent_at(pipeline) == [late]  # an outage's delay: quiet hours etc. judged at `late`
+
+
+def count_advances(rig: PipelineRig, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    events: list[str] = []
+    advance = rig.journeys._engine.advance
+
+    def counting(state: CustomerState, event: Touchpoint, now: datetime) -> Any:
+        events.append(event.type)
+        return advance(state, event, now)
+
+    monkeypatch.setattr(rig.journeys._engine, "advance", counting)
+    return events
+
+
+def test_an_idle_agent_works_out_the_firing_of_timers_about_to_fall_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = ("aino", "eero")
+    computed = pipeline_rig()  # the same carts, their reminders computed as they fire
+    computed.run(*(computed.touchpoint(cart(name, 1)) for name in names))
+    assert computed.fire(REMINDER_DUE + timedelta(seconds=1)) == 2
+    rig = pipeline_rig()
+    rig.run(*(rig.touchpoint(cart(name, 1)) for name in names))
+    idle_turn(rig, REMINDER_DUE - timedelta(seconds=1))
+    advances = count_advances(rig, monkeypatch)
+
+    assert rig.fire(REMINDER_DUE + timedelta(seconds=1)) == 2
+
+    assert advances == []  # only sent and saved as they fell due
+    assert rig.email.sent == computed.email.sent  # byte for byte what firing computes
+    assert rig.states == computed.states
+    assert rig.fire(REMINDER_DUE + timedelta(seconds=2)) == 0  # and not again
+
+
+def test_a_firing_worked_out_ahead_is_computed_again_when_its_timer_fires_late(
+    pipeline: PipelineRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    idle_turn(pipeline, REMINDER_DUE - timedelta(seconds=1))
+    advances = count_advances(pipeline, monkeypatch)
+    late = REMINDER_DUE + timedelta(seconds=pipeline.settings.timer_on_time_seconds + 1)
+
+    assert pipeline.fire(late) == 1
+
+    assert advances == ["timer.fired"]
+    assert sent_at(pipeline) == [late]
+
+
+def test_a_timer_cancelled_after_its_firing_was_worked_out_does_not_fire(
+    pipeline: PipelineRig,
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    idle_turn(pipeline, REMINDER_DUE - timedelta(seconds=1))
+    pipeline.run(pipeline.touchpoint(order("aino", 2)))  # the order ends the journey
+
+    assert pipeline.fire(REMINDER_DUE) == 0
+
+    assert pipeline.email.sent == []
+    assert pipeline.journeys._prepared == {}

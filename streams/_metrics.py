@@ -40,6 +40,7 @@ _POSITION_TIMEOUT_SECONDS = 1.0
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 StepKey = tuple[str, str]  # (journey, step)
+Count = tuple[Any, int]  # a counter's or gauge's labelled child, and what to add to it
 
 
 class WorkerMetrics:
@@ -257,61 +258,80 @@ class WorkerMetrics:
         before: CustomerState,
         outcome: Outcome,
         seconds: float,
+        counts: Sequence[Count] | None = None,
     ) -> None:
-        """Count what one processed event did; its actions have just been acked."""
-        self._child(self.events, event.type, event.channel.value).inc()
+        """Count what one processed event did; its actions have just been acked. `counts`:
+        its `event_counts`, if worked out before."""
+        for child, amount in (
+            self.event_counts(event, before, outcome) if counts is None else counts
+        ):
+            child.inc(amount)
         self.processing.observe(seconds)
-        self._record_actions(outcome.actions, record_timestamp)
-        for transition in outcome.transitions:
-            self._record_transition(transition)
-        self._record_policy(outcome)
-        self._move_instances(before, outcome.state)
+        if record_timestamp:
+            self._record_latency(outcome.actions, record_timestamp)
 
-    def _record_actions(self, actions: Iterable[Action], record_timestamp: float | None) -> None:
+    def event_counts(
+        self, event: Touchpoint, before: CustomerState, outcome: Outcome
+    ) -> list[Count]:
+        """The counters and gauges one processed event moves, and by how much: a pure function
+        of the event and its outcome, which a firing worked out ahead works out then too."""
+        counts: list[Count] = [(self._child(self.events, event.type, event.channel.value), 1)]
+        for action in outcome.actions:
+            child = self._child(self.actions, action.journey, action.step_id, action.channel.value)
+            counts.append((child, 1))
+        for transition in outcome.transitions:
+            self._count_transition(transition, counts)
+        self._count_policy(outcome, counts)
+        self._count_instance_moves(before, outcome.state, counts)
+        return counts
+
+    def _record_latency(self, actions: Iterable[Action], record_timestamp: float) -> None:
         acked_at = time.time()  # wall clock: Kafka timestamps are epoch seconds
         for action in actions:
-            channel = action.channel.value
-            self._child(self.actions, action.journey, action.step_id, channel).inc()
-            if record_timestamp:
-                self._child(self.event_to_action, channel).observe(
-                    max(0.0, acked_at - record_timestamp)
-                )
+            self._child(self.event_to_action, action.channel.value).observe(
+                max(0.0, acked_at - record_timestamp)
+            )
 
-    def _record_transition(self, transition: Transition) -> None:
-        self._child(self.transitions, transition.journey, transition.kind).inc()
-        record = _BY_KIND.get(transition.kind)
-        if record is not None:
-            record(self, transition)
+    def _count_transition(self, transition: Transition, counts: list[Count]) -> None:
+        counts.append((self._child(self.transitions, transition.journey, transition.kind), 1))
+        count = _BY_KIND.get(transition.kind)
+        if count is not None:
+            counts.extend(count(self, transition))
 
-    def _entered(self, transition: Transition) -> None:
-        self._child(self.entries, transition.journey, _group(transition)).inc()
+    def _entered(self, transition: Transition) -> list[Count]:
+        return [(self._child(self.entries, transition.journey, _group(transition)), 1)]
 
-    def _stepped(self, transition: Transition) -> None:
+    def _stepped(self, transition: Transition) -> list[Count]:
         # a wait_for step's timeout or awaited event, and a split's variant, are recorded as a
         # second `step` with a reason: the funnel counts each step once per visit
         if transition.reason is None and transition.step_id is not None:
-            self._child(self.steps, transition.journey, transition.step_id).inc()
+            return [(self._child(self.steps, transition.journey, transition.step_id), 1)]
+        return []
 
-    def _held_out(self, transition: Transition) -> None:
+    def _held_out(self, transition: Transition) -> list[Count]:
         step = transition.step_id or NOTHING_SENT
-        self._child(self.held_out, transition.journey, step, transition.reason or "unknown").inc()
+        reason = transition.reason or "unknown"
+        return [(self._child(self.held_out, transition.journey, step, reason), 1)]
 
-    def _goal(self, transition: Transition) -> None:
-        self._child(self.goals, transition.journey, _group(transition)).inc()
+    def _goal(self, transition: Transition) -> list[Count]:
         last = transition.attributed_to
         step, channel = (last.step_id, last.channel) if last else (NOTHING_SENT, NOTHING_SENT)
-        self._child(self.goals_attributed, transition.journey, step, channel).inc()
+        return [
+            (self._child(self.goals, transition.journey, _group(transition)), 1),
+            (self._child(self.goals_attributed, transition.journey, step, channel), 1),
+        ]
 
-    def _exited(self, transition: Transition) -> None:
-        self._child(self.exits, transition.journey, EXIT_EVENT).inc()
+    def _exited(self, transition: Transition) -> list[Count]:
+        return [(self._child(self.exits, transition.journey, EXIT_EVENT), 1)]
 
-    def _completed(self, transition: Transition) -> None:
-        self._child(self.exits, transition.journey, EXIT_COMPLETED).inc()
+    def _completed(self, transition: Transition) -> list[Count]:
+        return [(self._child(self.exits, transition.journey, EXIT_COMPLETED), 1)]
 
-    def _record_policy(self, outcome: Outcome) -> None:
+    def _count_policy(self, outcome: Outcome, counts: list[Count]) -> None:
         for held in outcome.suppressed:
             channel = str(held.channel)
-            self._child(self.suppressed, held.journey, held.step_id, channel, held.reason).inc()
+            child = self._child(self.suppressed, held.journey, held.step_id, channel, held.reason)
+            counts.append((child, 1))
         deferrals = [t for t in outcome.transitions if t.kind == "deferred"]
         if not deferrals:
             return
@@ -324,10 +344,12 @@ class WorkerMetrics:
             step = deferral.step_id or NOTHING_SENT
             channel = channels.get((deferral.instance_id, step), "unknown")
             reason = deferral.reason or "unknown"
-            self._child(self.deferred, deferral.journey, step, channel, reason).inc()
+            counts.append((self._child(self.deferred, deferral.journey, step, channel, reason), 1))
 
-    def _move_instances(self, before: CustomerState, after: CustomerState) -> None:
-        """Apply the change in where this customer's instances wait (entered, moved, ended)."""
+    def _count_instance_moves(
+        self, before: CustomerState, after: CustomerState, counts: list[Count]
+    ) -> None:
+        """The change in where this customer's instances wait (entered, moved, ended)."""
         was, now = _parked(before), _parked(after)
         if was == now:
             return  # most events move no instance: no tally to build
@@ -335,7 +357,7 @@ class WorkerMetrics:
         change.subtract(Tally(was))
         for key, delta in change.items():
             if delta:
-                self._child(self.instances, *key).inc(delta)
+                counts.append((self._child(self.instances, *key), delta))
                 self._instance_series.add(key)
 
     def reset_instances(self, waiting_timers: Mapping[StepKey, int]) -> None:
@@ -421,7 +443,7 @@ class WorkerMetrics:
         self._lag_series &= assigned
 
 
-_BY_KIND: dict[str, Callable[[WorkerMetrics, Transition], None]] = {
+_BY_KIND: dict[str, Callable[[WorkerMetrics, Transition], list[Count]]] = {
     "entered": WorkerMetrics._entered,
     "step": WorkerMetrics._stepped,
     "held_out": WorkerMetrics._held_out,

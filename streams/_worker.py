@@ -64,6 +64,7 @@ from streams._identity import (
 from streams._input_horizon import InputProgress
 from streams._kafka_security import faust_credentials
 from streams._metrics import (
+    Count,
     WorkerMetrics,
     assigned_partitions,
     consumer_highwater,
@@ -105,6 +106,7 @@ class _Finished:
     before: CustomerState
     outcome: Outcome
     started: float
+    counts: list[Count] | None = None  # the metrics it moves, if worked out ahead
 
 
 class FiredTimerRecord:
@@ -139,9 +141,11 @@ class _Prepared:
     its outcome, valid while its customer's state is still `stored`."""
 
     stored: bytes
+    timer: Timer
     event: TimerFired
     before: CustomerState
     outcome: Outcome
+    counts: list[Count]
 
 
 class JourneyProcessor:
@@ -226,8 +230,9 @@ class JourneyProcessor:
         finished, self._finished = self._finished, []
         acked = time.perf_counter()
         for item in finished:
+            seconds = acked - item.started
             self._metrics.record_event(
-                item.event, item.record_timestamp, item.before, item.outcome, acked - item.started
+                item.event, item.record_timestamp, item.before, item.outcome, seconds, item.counts
             )
 
     def record_processed(self, events: Sequence[Event]) -> None:
@@ -281,11 +286,13 @@ class JourneyProcessor:
         before: CustomerState,
         outcome: Outcome,
         started: float,
+        counts: list[Count] | None = None,
     ) -> None:
         await self._emit(outcome)
         fired = event.payload.timer_id if event.type == "timer.fired" else None
         self._save(customer_key, outcome, fired)
-        self._finished.append(_Finished(event, message.timestamp, before, outcome, started))
+        finished = _Finished(event, message.timestamp, before, outcome, started, counts)
+        self._finished.append(finished)
 
     async def _on_control(self, kind: str, key: bytes, value: bytes) -> None:
         if kind == MERGE_INTO:
@@ -458,7 +465,8 @@ class JourneyProcessor:
         except Exception:
             # whatever fails here fails again as the timer fires, which dead-letters its event
             return None
-        return _Prepared(stored, event, before, outcome)
+        counts = self._metrics.event_counts(event, before, outcome)
+        return _Prepared(stored, timer, event, before, outcome, counts)
 
     def _unwarmed(self) -> Iterator[tuple[str, str]]:
         """(timer id, customer) of timers due within the look ahead, not yet warmed."""
@@ -519,7 +527,12 @@ class JourneyProcessor:
     def _fired_record(self, entry: Due, timer: Timer, now: datetime) -> Event:
         key = entry.customer_id.encode()
         partition = partition_for(key, self._settings.partitions)
-        event = timer.fired_event(self.firing_time(timer, now))
+        fired_at = self.firing_time(timer, now)
+        prepared = self._prepared.get(timer.timer_id)
+        if prepared is not None and prepared.event.occurred_at == fired_at:
+            event = prepared.event  # which tells `_handle_fired` its outcome is this firing's
+        else:
+            event = timer.fired_event(fired_at)
         message = FiredTimerRecord(self._settings.customer_topic, partition, key, event)
         # the parts of Faust's event and message that the batch stages read
         return cast(Event, FiredTimerEvent(message))
@@ -538,12 +551,12 @@ class JourneyProcessor:
         prepared = self._prepared.pop(event.payload.timer_id, None)
         if (
             prepared is not None
-            and prepared.event == event
+            and prepared.event is event
             and self._states.get(record.key) == prepared.stored
         ):
-            await self._apply(
-                record.key, message, event, prepared.before, prepared.outcome, time.perf_counter()
-            )
+            started = time.perf_counter()
+            before, outcome = prepared.before, prepared.outcome
+            await self._apply(record.key, message, event, before, outcome, started, prepared.counts)
             return
         await self.handle_touchpoint(message, event, now=event.occurred_at)
 
@@ -610,6 +623,9 @@ class JourneyProcessor:
         stored = self._states.stored(key, partition_for(key, self._settings.partitions))
         if stored is None:
             return None
+        prepared = self._prepared.get(due.timer_id)
+        if prepared is not None and prepared.stored == stored:
+            return prepared.timer
         try:
             # decoded once: its event's processing finds it in the state cache
             state = self._decoded_state(key, stored)

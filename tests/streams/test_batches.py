@@ -605,6 +605,17 @@ def count_advances(rig: PipelineRig, monkeypatch: pytest.MonkeyPatch) -> list[st
     return events
 
 
+def counted(rig: PipelineRig) -> dict[str, float]:
+    """The worker's counters and gauges, summed per sample name (not its timings)."""
+    sums: dict[str, float] = {}
+    for family in rig.journeys._metrics.registry.collect():
+        if family.type in ("counter", "gauge"):
+            for sample in family.samples:
+                if not sample.name.endswith("_created"):  # when the series was made
+                    sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    return sums
+
+
 def test_an_idle_agent_works_out_the_firing_of_timers_about_to_fall_due(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -622,6 +633,8 @@ def test_an_idle_agent_works_out_the_firing_of_timers_about_to_fall_due(
     assert advances == []  # only sent and saved as they fell due
     assert rig.email.sent == computed.email.sent  # byte for byte what firing computes
     assert rig.states == computed.states
+    assert counted(rig) == counted(computed)  # and the same metrics moved
+    assert counted(rig)["polku_journey_steps_total"] > 0
     assert rig.fire(REMINDER_DUE + timedelta(seconds=2)) == 0  # and not again
 
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,18 @@ _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 StepKey = tuple[str, str]  # (journey, step)
 Count = tuple[Any, int]  # a counter's or gauge's labelled child, and what to add to it
+
+
+@dataclass(frozen=True)
+class ProcessedEvent:
+    """An event whose outcome is counted once its batch's records are acked."""
+
+    event: Touchpoint
+    record_timestamp: float | None  # its record's Kafka timestamp: event-to-action latency
+    before: CustomerState
+    outcome: Outcome
+    started: float  # perf_counter when its processing began
+    counts: Sequence[Count] | None = None  # its `event_counts`, if worked out ahead
 
 
 class WorkerMetrics:
@@ -258,17 +271,25 @@ class WorkerMetrics:
         before: CustomerState,
         outcome: Outcome,
         seconds: float,
-        counts: Sequence[Count] | None = None,
     ) -> None:
-        """Count what one processed event did; its actions have just been acked. `counts`:
-        its `event_counts`, if worked out before."""
-        for child, amount in (
-            self.event_counts(event, before, outcome) if counts is None else counts
-        ):
+        """Count what one processed event did, in `seconds`; its actions have just been acked."""
+        self.record_events([ProcessedEvent(event, record_timestamp, before, outcome, 0.0)], seconds)
+
+    def record_events(self, processed: Iterable[ProcessedEvent], acked: float) -> None:
+        """Count what a batch's events did; their actions were acked at `acked` (perf_counter)."""
+        totals: dict[Any, int] = {}
+        for item in processed:
+            counts = item.counts
+            if counts is None:
+                counts = self.event_counts(item.event, item.before, item.outcome)
+            for child, amount in counts:
+                totals[child] = totals.get(child, 0) + amount
+            self.processing.observe(acked - item.started)
+            if item.record_timestamp:
+                self._record_latency(item.outcome.actions, item.record_timestamp)
+        # one add per series and batch, not per event: each add takes the series' lock
+        for child, amount in totals.items():
             child.inc(amount)
-        self.processing.observe(seconds)
-        if record_timestamp:
-            self._record_latency(outcome.actions, record_timestamp)
 
     def event_counts(
         self, event: Touchpoint, before: CustomerState, outcome: Outcome

@@ -65,6 +65,7 @@ from streams._input_horizon import InputProgress
 from streams._kafka_security import faust_credentials
 from streams._metrics import (
     Count,
+    ProcessedEvent,
     WorkerMetrics,
     assigned_partitions,
     consumer_highwater,
@@ -95,18 +96,6 @@ _WARM_STATES_PER_WAKE = 100
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class _Finished:
-    """An event whose outcome is counted once its batch's records are acked."""
-
-    event: Touchpoint
-    record_timestamp: float | None
-    before: CustomerState
-    outcome: Outcome
-    started: float
-    counts: list[Count] | None = None  # the metrics it moves, if worked out ahead
 
 
 class FiredTimerRecord:
@@ -187,7 +176,7 @@ class JourneyProcessor:
         # timers taken ahead of their due time (`warm_states`), and the firings worked out
         self._warmed: set[str] = set()
         self._prepared: dict[str, _Prepared] = {}
-        self._finished: list[_Finished] = []
+        self._finished: list[ProcessedEvent] = []
         # a revoke counts up: a batch of fired timers begun before it is not saved
         self._epoch = 0
         self._firing_done = asyncio.Event()
@@ -228,12 +217,7 @@ class JourneyProcessor:
 
     def _record_finished(self) -> None:
         finished, self._finished = self._finished, []
-        acked = time.perf_counter()
-        for item in finished:
-            seconds = acked - item.started
-            self._metrics.record_event(
-                item.event, item.record_timestamp, item.before, item.outcome, seconds, item.counts
-            )
+        self._metrics.record_events(finished, time.perf_counter())
 
     def record_processed(self, events: Sequence[Event]) -> None:
         if self._inputs is not None:
@@ -291,7 +275,7 @@ class JourneyProcessor:
         await self._emit(outcome)
         fired = event.payload.timer_id if event.type == "timer.fired" else None
         self._save(customer_key, outcome, fired)
-        finished = _Finished(event, message.timestamp, before, outcome, started, counts)
+        finished = ProcessedEvent(event, message.timestamp, before, outcome, started, counts)
         self._finished.append(finished)
 
     async def _on_control(self, kind: str, key: bytes, value: bytes) -> None:

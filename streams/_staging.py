@@ -85,6 +85,10 @@ class StagedTable:
             return self._writes[key][0]
         return self._read(key, self.event)
 
+    def changed(self, key: bytes) -> bool:
+        """Whether the batch in progress has changed `key` (not yet written)."""
+        return key in self._writes
+
     def stored(self, key: bytes, partition: int) -> bytes | None:
         """What the table holds for `key` in `partition`, whatever event is current."""
         return self._read_in(key, partition)

@@ -533,10 +533,13 @@ class JourneyProcessor:
         record = cast(FiredTimerRecord, message)
         event = record.event
         prepared = self._prepared.pop(event.payload.timer_id, None)
+        # its event is the one worked out only if the state was still the one it was worked out
+        # from when the timer was taken (`_stored_timer`); since then only this batch can have
+        # changed it (the table is written after the batch, and a revoke discards the batch)
         if (
             prepared is not None
             and prepared.event is event
-            and self._states.get(record.key) == prepared.stored
+            and not self._states.changed(record.key)
         ):
             started = time.perf_counter()
             before, outcome = prepared.before, prepared.outcome
@@ -608,8 +611,10 @@ class JourneyProcessor:
         if stored is None:
             return None
         prepared = self._prepared.get(due.timer_id)
-        if prepared is not None and prepared.stored == stored:
-            return prepared.timer
+        if prepared is not None:
+            if prepared.stored == stored:
+                return prepared.timer
+            del self._prepared[due.timer_id]  # worked out from a state since replaced
         try:
             # decoded once: its event's processing finds it in the state cache
             state = self._decoded_state(key, stored)

@@ -663,3 +663,19 @@ def test_a_timer_cancelled_after_its_firing_was_worked_out_does_not_fire(
 
     assert pipeline.email.sent == []
     assert pipeline.journeys._prepared == {}
+
+
+def test_a_firing_worked_out_from_a_state_replaced_since_is_computed_again(
+    pipeline: PipelineRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    idle_turn(pipeline, REMINDER_DUE - timedelta(seconds=1))
+    # another writer (a restore, a merge) replaced aino's state: same timer, now erased
+    state = CustomerState.model_validate_json(pipeline.states[b"aino"])
+    pipeline.states[b"aino"] = encode(state.model_copy(update={"erased": True}))
+    advances = count_advances(pipeline, monkeypatch)
+
+    pipeline.fire(REMINDER_DUE)
+
+    assert advances == ["timer.fired"]  # from the state the table holds now
+    assert pipeline.email.sent == []  # which the outcome worked out ahead would have sent to

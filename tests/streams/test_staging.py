@@ -56,12 +56,16 @@ def test_the_staged_table_sees_its_own_writes_before_the_store(rocksdb_table: An
     staged = StagedTable(rocksdb_table)
     staged.event = _event(0)
     assert staged.get(b"aino") == b"old"
+    assert not staged.changed(b"aino")
     staged[b"aino"] = b"new"
     assert staged.get(b"aino") == b"new"
+    assert staged.changed(b"aino")
     del staged[b"aino"]
     assert b"aino" not in staged
+    assert staged.changed(b"aino")  # deleted is changed too
     staged.discard()
     assert staged.get(b"aino") == b"old"
+    assert not staged.changed(b"aino")
 
 
 class AckingProducer:

@@ -92,6 +92,7 @@ Clock = Callable[[], datetime]
 _STUCK_COMMIT_CHECK_SECONDS = 5.0
 # timers an idle agent works out ahead per turn (~20 ms), between input batches
 _WARM_STATES_PER_WAKE = 100
+_NOT_LATE = timedelta(0)
 
 
 def utc_now() -> datetime:
@@ -134,7 +135,9 @@ class _Prepared:
     event: TimerFired
     before: CustomerState
     outcome: Outcome
-    counts: list[Count]
+    counts: list[Count]  # the metrics it moves
+    records: list[tuple[Any, bytes, bytes]]  # its actions' and suppressions', encoded
+    stored_after: bytes | None  # its state, encoded (None: blank)
 
 
 class JourneyProcessor:
@@ -169,6 +172,7 @@ class JourneyProcessor:
         self._states = StagedTable(states, table_writer(states, producer))
         self._decoded = StateCache(settings.state_cache_customers)
         self._clock = clock
+        self._on_time = timedelta(seconds=settings.timer_on_time_seconds)
         self.outbox = outbox or Outbox()
         self.index = DueTimeIndex()
         self._inputs = inputs
@@ -270,11 +274,13 @@ class JourneyProcessor:
         before: CustomerState,
         outcome: Outcome,
         started: float,
-        counts: list[Count] | None = None,
+        prepared: _Prepared | None = None,
     ) -> None:
-        await self._emit(outcome)
+        """Send an event's records and stage its state (as worked out ahead, if `prepared`)."""
+        await self._emit(prepared.records if prepared else self._records(outcome))
         fired = event.payload.timer_id if event.type == "timer.fired" else None
-        self._save(customer_key, outcome, fired)
+        self._save(customer_key, outcome, fired, prepared.stored_after if prepared else None)
+        counts = prepared.counts if prepared else None
         finished = ProcessedEvent(event, message.timestamp, before, outcome, started, counts)
         self._finished.append(finished)
 
@@ -318,18 +324,32 @@ class JourneyProcessor:
             self._decoded.put(customer_key, stored, state)
         return state
 
-    async def _emit(self, outcome: Outcome) -> None:
-        """Queue an event's actions and suppression records; the batch waits for their acks."""
+    def _records(self, outcome: Outcome) -> list[tuple[Any, bytes, bytes]]:
+        """(topic, key, value) of an outcome's actions and suppression records."""
+        records = []
         for action in outcome.actions:
             topic = self._action_topics[action.channel.value]
-            await self.outbox.send(topic, action.customer_id.encode(), encode(action))
-        for record in outcome.suppressed:
-            await self.outbox.send(self._suppressed, record.customer_id.encode(), encode(record))
+            records.append((topic, action.customer_id.encode(), encode(action)))
+        for held in outcome.suppressed:
+            records.append((self._suppressed, held.customer_id.encode(), encode(held)))
+        return records
 
-    def _save(self, customer_key: bytes, outcome: Outcome, fired: str | None = None) -> None:
+    async def _emit(self, records: list[tuple[Any, bytes, bytes]]) -> None:
+        """Queue an event's actions and suppression records; the batch waits for their acks."""
+        for topic, key, value in records:
+            await self.outbox.send(topic, key, value)
+
+    def _save(
+        self,
+        customer_key: bytes,
+        outcome: Outcome,
+        fired: str | None = None,
+        stored: bytes | None = None,
+    ) -> None:
+        """Stage the outcome's state (`stored`: its bytes, if encoded before) and its timers."""
         state = outcome.state
         if not state.is_blank():
-            stored = encode(state)
+            stored = stored or encode(state)
             self._states[customer_key] = stored
             # the next event of this customer finds it decoded (the engine never changes it)
             self._decoded.put(customer_key, stored, state)
@@ -450,7 +470,9 @@ class JourneyProcessor:
             # whatever fails here fails again as the timer fires, which dead-letters its event
             return None
         counts = self._metrics.event_counts(event, before, outcome)
-        return _Prepared(stored, timer, event, before, outcome, counts)
+        records = self._records(outcome)
+        stored_after = None if outcome.state.is_blank() else encode(outcome.state)
+        return _Prepared(stored, timer, event, before, outcome, counts, records, stored_after)
 
     def _unwarmed(self) -> Iterator[tuple[str, str]]:
         """(timer id, customer) of timers due within the look ahead, not yet warmed."""
@@ -526,8 +548,7 @@ class JourneyProcessor:
         if it is on time (so its outcome does not depend on how busy the worker was), else
         `now` (a timer late by an outage must not send into quiet hours it was due before)."""
         late = now - timer.due_at
-        on_time = timedelta(seconds=self._settings.timer_on_time_seconds)
-        return timer.due_at if timedelta(0) <= late <= on_time else now
+        return timer.due_at if _NOT_LATE <= late <= self._on_time else now
 
     async def _handle_fired(self, message: Message) -> None:
         record = cast(FiredTimerRecord, message)
@@ -543,7 +564,7 @@ class JourneyProcessor:
         ):
             started = time.perf_counter()
             before, outcome = prepared.before, prepared.outcome
-            await self._apply(record.key, message, event, before, outcome, started, prepared.counts)
+            await self._apply(record.key, message, event, before, outcome, started, prepared)
             return
         await self.handle_touchpoint(message, event, now=event.occurred_at)
 

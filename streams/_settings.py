@@ -129,7 +129,7 @@ class Settings(BaseSettings):
             description="how far ahead an idle worker works out the firing of the timers about "
             "to fall due (as of their due time), so that a burst of them fires faster (0: never)",
         ),
-    ] = 5.0
+    ] = 10.0
     timer_on_time_seconds: Annotated[
         float,
         Field(

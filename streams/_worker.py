@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import itertools
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -93,6 +92,8 @@ _STUCK_COMMIT_CHECK_SECONDS = 5.0
 # timers an idle agent works out ahead per turn (~20 ms), between input batches
 _WARM_STATES_PER_WAKE = 100
 _NOT_LATE = timedelta(0)
+# how often, per look-ahead window, an idle agent looks for timers to work out ahead
+_LOOKS_PER_WINDOW = 5
 
 
 def utc_now() -> datetime:
@@ -180,6 +181,8 @@ class JourneyProcessor:
         # timers taken ahead of their due time (`warm_states`), and the firings worked out
         self._warmed: set[str] = set()
         self._prepared: dict[str, _Prepared] = {}
+        self._to_warm: deque[tuple[str, str]] = deque()
+        self._looked_until = 0.0  # the end of the last look ahead (`_to_warm_now`)
         self._finished: list[ProcessedEvent] = []
         # a revoke counts up: a batch of fired timers begun before it is not saved
         self._epoch = 0
@@ -388,6 +391,8 @@ class JourneyProcessor:
         self.index.clear()
         self._warmed.clear()
         self._prepared.clear()
+        self._to_warm.clear()
+        self._looked_until = 0.0
         stranded: set[tuple[str, int]] = set()
         waiting: Counter[tuple[str, str]] = Counter()
         for key, stored in self._states.table.items():
@@ -432,7 +437,7 @@ class JourneyProcessor:
 
     def states_to_warm(self) -> bool:
         """Whether a timer falls due within `timer_warm_seconds` not yet worked out ahead."""
-        return next(self._unwarmed(), None) is not None
+        return bool(self._to_warm_now())
 
     def warm_states(self, limit: int) -> bool:
         """Work out ahead, as an idle worker can, the firing of up to `limit` timers falling
@@ -445,14 +450,18 @@ class JourneyProcessor:
         engine is a pure function of (state, event, now), so it is then the outcome the firing
         would have computed. One whose state changed meanwhile is computed again.
         """
-        room = self._settings.state_cache_customers - len(self._warmed)
-        taken = list(itertools.islice(self._unwarmed(), max(0, min(limit, room))))
-        for timer_id, customer_id in taken:
+        to_warm = self._to_warm_now()
+        taken = 0
+        while to_warm and taken < limit:
+            timer_id, customer_id = to_warm.popleft()
+            if timer_id in self._warmed or timer_id not in self.index:
+                continue  # taken meanwhile: fired, cancelled, or already worked out
+            taken += 1
             self._warmed.add(timer_id)
             prepared = self._prepare(timer_id, customer_id)
             if prepared is not None:
                 self._prepared[timer_id] = prepared
-        return len(taken) == limit
+        return bool(to_warm)
 
     def _prepare(self, timer_id: str, customer_id: str) -> _Prepared | None:
         key = customer_id.encode()
@@ -474,12 +483,24 @@ class JourneyProcessor:
         stored_after = None if outcome.state.is_blank() else encode(outcome.state)
         return _Prepared(stored, timer, event, before, outcome, counts, records, stored_after)
 
-    def _unwarmed(self) -> Iterator[tuple[str, str]]:
-        """(timer id, customer) of timers due within the look ahead, not yet warmed."""
+    def _to_warm_now(self) -> deque[tuple[str, str]]:
+        """The timers to work out ahead, from the last look ahead; a new look once the look
+        ahead's end has moved on by a fifth of it and the last one's are done (each look visits
+        every timer due before its end, those already worked out too)."""
         ahead = self._settings.timer_warm_seconds
+        if ahead == 0 or self._settings.state_cache_customers == 0:
+            self._to_warm.clear()
+            return self._to_warm
+        now = self._clock().timestamp()
+        if not self._to_warm and now + ahead >= self._looked_until + ahead / _LOOKS_PER_WINDOW:
+            self._look_ahead(now, now + ahead)
+        return self._to_warm
+
+    def _look_ahead(self, now: float, until: float) -> None:
+        """Queue (timer id, customer) of the timers due after `now` up to `until` that are not
+        worked out yet, as many as the state cache has room for beside those that are."""
+        self._looked_until = until
         capacity = self._settings.state_cache_customers
-        if ahead == 0 or capacity == 0:
-            return
         if len(self._warmed) >= capacity:
             # timers taken by the topic's records leave the index without firing here
             self._warmed = {timer_id for timer_id in self._warmed if timer_id in self.index}
@@ -488,12 +509,12 @@ class JourneyProcessor:
                 for timer_id, prepared in self._prepared.items()
                 if timer_id in self._warmed
             }
-            if len(self._warmed) >= capacity:
-                return  # warming more would push warmed states out of the cache
-        now = self._clock().timestamp()
-        for timer_id, due, customer_id in self.index.due_until(now + ahead):
+        room = capacity - len(self._warmed)
+        for timer_id, due, customer_id in self.index.due_until(until):
+            if len(self._to_warm) >= room:
+                return  # more would push worked-out states out of the cache
             if due > now and timer_id not in self._warmed:
-                yield timer_id, customer_id
+                self._to_warm.append((timer_id, customer_id))
 
     async def fire_here(
         self, due: Sequence[tuple[Due, Timer]], now: datetime, set_event: SetEvent
@@ -613,6 +634,8 @@ class JourneyProcessor:
         self.index.clear()
         self._warmed.clear()
         self._prepared.clear()
+        self._to_warm.clear()
+        self._looked_until = 0.0
         if self._inputs is not None:
             self._inputs.forget()
 

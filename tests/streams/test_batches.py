@@ -679,3 +679,24 @@ def test_a_firing_worked_out_from_a_state_replaced_since_is_computed_again(
 
     assert advances == ["timer.fired"]  # from the state the table holds now
     assert pipeline.email.sent == []  # which the outcome worked out ahead would have sent to
+
+
+def test_a_timer_armed_after_a_look_ahead_is_worked_out_at_a_later_one(
+    pipeline: PipelineRig,
+) -> None:
+    # a look ahead of 5 s: the next look (after a fifth of it) comes before aino's reminder
+    pipeline.journeys._settings = Settings(partitions=PARTITIONS, timer_warm_seconds=5)
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    idle_turn(pipeline, START)
+    assert set(pipeline.journeys._prepared) == set(pipeline.journeys._warmed)
+    assert len(pipeline.journeys._prepared) == 1
+    pipeline.clock[0] = START + timedelta(milliseconds=500)
+    pipeline.run(pipeline.touchpoint(cart("eero", 2)))  # due within the window looked at
+    assert not pipeline.journeys.states_to_warm()  # not looked at again so soon
+
+    later = START + timedelta(seconds=1)
+    pipeline.clock[0] = later
+    assert pipeline.journeys.states_to_warm()
+    idle_turn(pipeline, later)
+
+    assert len(pipeline.journeys._prepared) == 2

@@ -199,6 +199,12 @@ class WorkerMetrics:
         self.timers_fired = Counter(
             "polku_timers_fired_total", "Timers fired as timer.fired events", registry=reg
         )
+        self.timers_fired_ahead = Counter(
+            "polku_timers_fired_ahead_total",
+            "Fired timers saved with the outcome an idle worker had worked out ahead "
+            "(POLKU_TIMER_WARM_SECONDS), not computed as they fired",
+            registry=reg,
+        )
         self.timer_lag = Histogram(
             "polku_timer_firing_lag_seconds",
             "How late a timer fired relative to its due time",

@@ -183,6 +183,7 @@ class JourneyProcessor:
         self._prepared: dict[str, _Prepared] = {}
         self._to_warm: deque[tuple[str, str]] = deque()
         self._looked_until = 0.0  # the end of the last look ahead (`_to_warm_now`)
+        self._fired_ahead = 0  # in the batch of fired timers under way, as worked out ahead
         self._finished: list[ProcessedEvent] = []
         # a revoke counts up: a batch of fired timers begun before it is not saved
         self._epoch = 0
@@ -530,6 +531,7 @@ class JourneyProcessor:
             return 0
         epoch = self._epoch
         events = [self._fired_record(entry, timer, now) for entry, timer in due]
+        self._fired_ahead = 0
         self._firing_done.clear()
         try:
             saved = await process_batch(
@@ -549,6 +551,7 @@ class JourneyProcessor:
             return 0
         for _, timer in due:
             self._count_fired(timer, now)
+        self._metrics.timers_fired_ahead.inc(self._fired_ahead)
         return len(due)
 
     def _fired_record(self, entry: Due, timer: Timer, now: datetime) -> Event:
@@ -584,6 +587,7 @@ class JourneyProcessor:
             and not self._states.changed(record.key)
         ):
             started = time.perf_counter()
+            self._fired_ahead += 1
             before, outcome = prepared.before, prepared.outcome
             await self._apply(record.key, message, event, before, outcome, started, prepared)
             return

@@ -605,6 +605,9 @@ def count_advances(rig: PipelineRig, monkeypatch: pytest.MonkeyPatch) -> list[st
     return events
 
 
+FIRED_AHEAD = "polku_timers_fired_ahead_total"
+
+
 def counted(rig: PipelineRig) -> dict[str, float]:
     """The worker's counters and gauges, summed per sample name (not its timings)."""
     sums: dict[str, float] = {}
@@ -633,8 +636,10 @@ def test_an_idle_agent_works_out_the_firing_of_timers_about_to_fall_due(
     assert advances == []  # only sent and saved as they fell due
     assert rig.email.sent == computed.email.sent  # byte for byte what firing computes
     assert rig.states == computed.states
-    assert counted(rig) == counted(computed)  # and the same metrics moved
-    assert counted(rig)["polku_journey_steps_total"] > 0
+    ahead, on_the_spot = counted(rig), counted(computed)
+    assert (ahead.pop(FIRED_AHEAD), on_the_spot.pop(FIRED_AHEAD)) == (2, 0)
+    assert ahead == on_the_spot  # and the same metrics moved
+    assert ahead["polku_journey_steps_total"] > 0
     assert rig.fire(REMINDER_DUE + timedelta(seconds=2)) == 0  # and not again
 
 
@@ -650,6 +655,7 @@ def test_a_firing_worked_out_ahead_is_computed_again_when_its_timer_fires_late(
 
     assert advances == ["timer.fired"]
     assert sent_at(pipeline) == [late]
+    assert counted(pipeline)[FIRED_AHEAD] == 0
 
 
 def test_a_timer_cancelled_after_its_firing_was_worked_out_does_not_fire(
@@ -679,6 +685,7 @@ def test_a_firing_worked_out_from_a_state_replaced_since_is_computed_again(
 
     assert advances == ["timer.fired"]  # from the state the table holds now
     assert pipeline.email.sent == []  # which the outcome worked out ahead would have sent to
+    assert counted(pipeline)[FIRED_AHEAD] == 0
 
 
 def test_a_timer_armed_after_a_look_ahead_is_worked_out_at_a_later_one(

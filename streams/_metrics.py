@@ -411,14 +411,23 @@ class WorkerMetrics:
         topics: Sequence[str],
         next_due: Callable[[], datetime | None],
         clock: Callable[[], datetime],
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Refresh consumer lag and timer overdue gauges; a failed sample is logged, not fatal."""
+        """Refresh consumer lag and timer overdue gauges; a failed sample is logged, not fatal.
+
+        Ends once `stopping()`: the worker stops its consumer before this task, and a sample
+        of a consumer being stopped fails ("Event loop is closed"), which is no fault to log.
+        """
         while True:
             await asyncio.sleep(LAG_SAMPLE_SECONDS)
+            if stopping():
+                return
             self.sample_overdue(next_due(), clock())
             try:
                 await self.sample_lag(consumer, topics)
             except Exception as exc:  # a metrics glitch must never stop the worker
+                if stopping():
+                    return
                 self._sample_failed(repr(exc))
             else:
                 self._last_sample_error = None

@@ -907,7 +907,14 @@ def build_app(
 
     async def sample_metrics() -> None:
         topics = [settings.touchpoints_topic, settings.identity_topic, settings.customer_topic]
-        await metrics.sample_forever(app.consumer, topics, processor.index.next_due, clock)
+        consumer = app.consumer
+        await metrics.sample_forever(
+            consumer,
+            topics,
+            processor.index.next_due,
+            clock,
+            stopping=lambda: app.should_stop or consumer.should_stop,
+        )
 
     app.task(sample_metrics)
 

@@ -92,6 +92,16 @@ class Settings(BaseSettings):
             "what is queued when the worker is ready, so an idle worker takes one at once",
         ),
     ] = 1000
+    timer_batch_max: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100_000,
+            description="most due timers the worker fires in one batch; a batch's actions are "
+            "all sent before its states are saved (once the actions are acked), so a burst's "
+            "last action goes out sooner in fewer, larger batches; input records wait meanwhile",
+        ),
+    ] = 10_000
     producer_linger_seconds: Annotated[
         float, Field(ge=0, le=1, description="how long the worker's producer gathers a batch")
     ] = 0.005

@@ -734,7 +734,7 @@ class Pipeline:
         """Fire up to a batch of the timers due now; wake the agent again if more may be."""
         if not self._may_fire():
             return 0
-        limit = self._settings.batch_max_events
+        limit = self._settings.timer_batch_max
         now, due = await self._journeys.take_due_timers(limit)
         here: list[tuple[Due, Timer]] = []
         there: list[tuple[Due, Timer]] = []

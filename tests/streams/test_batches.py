@@ -417,7 +417,7 @@ def test_fired_timers_are_not_saved_when_a_revoke_comes_while_they_wait_for_acks
 
 
 def test_more_due_timers_than_a_batch_wake_the_agent_again(pipeline: PipelineRig) -> None:
-    few = Settings(partitions=PARTITIONS, batch_max_events=2)
+    few = Settings(partitions=PARTITIONS, timer_batch_max=2)
     pipeline.pipeline._settings = few
     pipeline.run(*(pipeline.touchpoint(cart(name, 1)) for name in ("aino", "eero", "kaisa")))
 
@@ -427,6 +427,18 @@ def test_more_due_timers_than_a_batch_wake_the_agent_again(pipeline: PipelineRig
     assert pipeline.fire(REMINDER_DUE) == 1
     assert not pipeline.pipeline.timers_due.is_set()
     assert sorted(key or b"" for key, _ in pipeline.email.sent) == [b"aino", b"eero", b"kaisa"]
+
+
+def test_due_timers_are_fired_in_batches_of_their_own_size(pipeline: PipelineRig) -> None:
+    # a burst's actions all go out before any of its states is saved: the fewer batches, the
+    # sooner its last action
+    pipeline.pipeline._settings = Settings(
+        partitions=PARTITIONS, batch_max_events=2, timer_batch_max=4
+    )
+    pipeline.run(*(pipeline.touchpoint(cart(name, 1)) for name in ("aino", "eero", "kaisa")))
+
+    assert pipeline.fire(REMINDER_DUE) == 3
+    assert not pipeline.pipeline.timers_due.is_set()
 
 
 def test_no_timer_fires_while_flow_control_is_off(pipeline: PipelineRig) -> None:

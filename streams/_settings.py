@@ -97,9 +97,10 @@ class Settings(BaseSettings):
         Field(
             ge=1,
             le=100_000,
-            description="most due timers the worker fires in one batch; a batch's actions are "
-            "all sent before its states are saved (once the actions are acked), so a burst's "
-            "last action goes out sooner in fewer, larger batches; input records wait meanwhile",
+            description="most due timers an idle worker fires in one batch; a batch's actions "
+            "are all sent before its states are saved (once the actions are acked), so a "
+            "burst's last action goes out sooner in fewer, larger batches (between input "
+            "batches it fires at most `batch_max_events`, so that input is not held up)",
         ),
     ] = 10_000
     producer_linger_seconds: Annotated[

@@ -714,7 +714,11 @@ class Pipeline:
     async def after_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """Fire the timers due now; an idle agent (woken, no records) also warms the states of
         the timers about to fall due."""
-        fired = await self.fire_due_timers(set_event)
+        # idle, a whole burst goes in one batch (all its actions are sent before any state is
+        # saved); after records, no more than an input batch, so that input is not held up
+        settings = self._settings
+        limit = settings.batch_max_events if events else settings.timer_batch_max
+        fired = await self.fire_due_timers(set_event, limit)
         idle = not events and not fired
         if idle and self._journeys.warm_states(_WARM_STATES_PER_WAKE):
             self.timers_due.set()  # more to warm, after any records that arrive
@@ -730,11 +734,10 @@ class Pipeline:
         else:
             await self._identity.handle(message)
 
-    async def fire_due_timers(self, set_event: SetEvent) -> int:
-        """Fire up to a batch of the timers due now; wake the agent again if more may be."""
+    async def fire_due_timers(self, set_event: SetEvent, limit: int) -> int:
+        """Fire up to `limit` of the timers due now; wake the agent again if more may be."""
         if not self._may_fire():
             return 0
-        limit = self._settings.timer_batch_max
         now, due = await self._journeys.take_due_timers(limit)
         here: list[tuple[Due, Timer]] = []
         there: list[tuple[Due, Timer]] = []

@@ -235,7 +235,8 @@ class PipelineRig:
     def fire(self, at: datetime) -> int:
         """What the agent does after a batch, or when woken: fire what is due at `at`."""
         self.clock[0] = at
-        return asyncio.run(self.pipeline.fire_due_timers(lambda _: None))
+        limit = self.pipeline._settings.timer_batch_max
+        return asyncio.run(self.pipeline.fire_due_timers(lambda _: None, limit))
 
     def touchpoint(self, event: Touchpoint, partition: int | None = None) -> Message:
         key = event.customer.key.encode()
@@ -429,7 +430,9 @@ def test_more_due_timers_than_a_batch_wake_the_agent_again(pipeline: PipelineRig
     assert sorted(key or b"" for key, _ in pipeline.email.sent) == [b"aino", b"eero", b"kaisa"]
 
 
-def test_due_timers_are_fired_in_batches_of_their_own_size(pipeline: PipelineRig) -> None:
+def test_an_idle_agent_fires_due_timers_in_batches_of_their_own_size(
+    pipeline: PipelineRig,
+) -> None:
     # a burst's actions all go out before any of its states is saved: the fewer batches, the
     # sooner its last action
     pipeline.pipeline._settings = Settings(
@@ -437,8 +440,27 @@ def test_due_timers_are_fired_in_batches_of_their_own_size(pipeline: PipelineRig
     )
     pipeline.run(*(pipeline.touchpoint(cart(name, 1)) for name in ("aino", "eero", "kaisa")))
 
-    assert pipeline.fire(REMINDER_DUE) == 3
+    idle_turn(pipeline, REMINDER_DUE)
+
+    assert len(pipeline.email.sent) == 3
     assert not pipeline.pipeline.timers_due.is_set()
+
+
+def test_after_records_no_more_timers_fire_than_an_input_batch_holds(
+    pipeline: PipelineRig,
+) -> None:
+    # so that a burst of due timers does not hold the input up
+    pipeline.pipeline._settings = Settings(
+        partitions=PARTITIONS, batch_max_events=2, timer_batch_max=4
+    )
+    pipeline.run(*(pipeline.touchpoint(cart(name, 1)) for name in ("aino", "eero", "kaisa")))
+    pipeline.clock[0] = REMINDER_DUE
+    records: list[Any] = [FakeEvent(pipeline.touchpoint(cart("ilmari", 2)))]
+
+    asyncio.run(pipeline.pipeline.after_batch(records, lambda _: None))
+
+    assert len(pipeline.email.sent) == 2
+    assert pipeline.pipeline.timers_due.is_set()  # the third after the next batch
 
 
 def test_no_timer_fires_while_flow_control_is_off(pipeline: PipelineRig) -> None:

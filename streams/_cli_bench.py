@@ -22,6 +22,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         customers=args.customers,
         timers=args.timers,
         burst=args.burst,
+        burst_load=args.burst_load,
         latency_seconds=args.latency_seconds,
         recovery_customers=args.recovery_customers,
         timeout_seconds=args.timeout,
@@ -47,6 +48,12 @@ def register(commands: Any) -> None:
     bench.add_argument("--customers", type=int, default=defaults["customers"], help="B1 customers")
     bench.add_argument("--timers", type=int, default=defaults["timers"], help="B3 pending timers")
     bench.add_argument("--burst", type=int, default=defaults["burst"], help="B3 timers due at once")
+    bench.add_argument(
+        "--burst-load",
+        type=float,
+        default=defaults["burst_load"],
+        help="B3: signups/s produced while the burst falls due (0: an idle worker)",
+    )
     bench.add_argument(
         "--latency-seconds", type=float, default=defaults["latency_seconds"], help="B2 duration"
     )

@@ -17,6 +17,7 @@ TINY = Scale(
     customers=150,
     timers=300,
     burst=100,
+    burst_load=20.0,  # signups/s while the burst falls due
     latency_seconds=2.0,
     recovery_customers=200,
     timeout_seconds=120.0,
@@ -36,5 +37,6 @@ def test_every_scenario_runs_and_loses_nothing(
     assert report.facts["b1_rate"] > 0
     assert report.facts["b3_lost"] == 0
     assert report.facts["b3_fired_twice"] == 0
+    assert report.facts["b3_load_sent"] > 0  # and fired while the worker had input
     assert report.facts["b5_expected"] > 0
     assert report.facts["b5_lost"] == 0

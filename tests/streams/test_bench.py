@@ -8,9 +8,7 @@ from __future__ import annotations
 import pytest
 
 from streams import Settings
-from streams._bench import SCENARIOS, Scale, run_bench
-
-pytestmark = pytest.mark.integration
+from streams._bench import SCENARIOS, BenchError, Scale, action_span_rate, run_bench
 
 TINY = Scale(
     events=600,
@@ -24,6 +22,7 @@ TINY = Scale(
 )
 
 
+@pytest.mark.integration
 def test_every_scenario_runs_and_loses_nothing(
     kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -35,8 +34,27 @@ def test_every_scenario_runs_and_loses_nothing(
         assert row.polku, row
         assert f"{row.scenario}   | {row.measure}" in printed
     assert report.facts["b1_rate"] > 0
+    assert report.facts["b1_rate_polled"] > 0
     assert report.facts["b3_lost"] == 0
     assert report.facts["b3_fired_twice"] == 0
     assert report.facts["b3_load_sent"] > 0  # and fired while the worker had input
     assert report.facts["b5_expected"] > 0
     assert report.facts["b5_lost"] == 0
+
+
+def test_a_run_is_timed_from_its_first_action_to_its_last_in_any_order() -> None:
+    actions = [("b", 100.5), ("a", 100.0), ("d", 102.0), ("c", 101.0)]
+
+    assert action_span_rate(actions, events=1_000) == pytest.approx(500.0)
+
+
+def test_a_run_of_one_instant_is_bounded_not_infinite() -> None:
+    assert action_span_rate([("a", 5.0), ("b", 5.0)], events=10) == pytest.approx(10_000.0)
+
+
+@pytest.mark.parametrize("actions", [[], [("a", 1.0)]])
+def test_a_run_with_fewer_than_two_actions_cannot_be_timed(
+    actions: list[tuple[str, float]],
+) -> None:
+    with pytest.raises(BenchError, match="too few to time the run"):
+        action_span_rate(actions, events=10)

@@ -850,4 +850,9 @@ def run_bench(base: Settings, scale: Scale, names: list[str]) -> Report:
         for name in names:
             SCENARIOS[name](base, bootstrap, workdir, scale, report)
     print("\n" + _render(report.rows), flush=True)
+    if report.facts:
+        # the figures behind the table, e.g. the rates polled from the metrics beside the
+        # first-to-last-action ones
+        facts = ", ".join(f"{name} {value:,.0f}" for name, value in sorted(report.facts.items()))
+        print(f"facts: {facts}", flush=True)
     return report

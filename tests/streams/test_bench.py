@@ -35,6 +35,7 @@ def test_every_scenario_runs_and_loses_nothing(
         assert f"{row.scenario}   | {row.measure}" in printed
     assert report.facts["b1_rate"] > 0
     assert report.facts["b1_rate_polled"] > 0
+    assert f"b1_rate_polled {report.facts['b1_rate_polled']:,.0f}" in printed
     assert report.facts["b3_lost"] == 0
     assert report.facts["b3_fired_twice"] == 0
     assert report.facts["b3_load_sent"] > 0  # and fired while the worker had input

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import time
 from collections import Counter, deque
@@ -53,6 +52,7 @@ from streams._faust_fixes import (
 from streams._faust_flush import install_complete_producer_flush
 from streams._faust_gaps import install_gap_guard, repair_stuck_commits_forever
 from streams._faust_resume import install_resume_after_clear
+from streams._gc import collection_paused
 from streams._identity import (
     ABSORB,
     MERGE_INTO,
@@ -707,9 +707,15 @@ class Pipeline:
     async def process(self, stream: Any) -> None:
         batches = event_batches(stream, self._settings.batch_max_events, self.timers_due)
         async for events in batches:
+            await self.process_batch(events, set_current_event)
+
+    async def process_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
+        """A batch of records (empty: the agent was woken), then the timers due after it."""
+        # a collection in the middle of a batch would walk all that the batch holds
+        with collection_paused():
             if events:
-                await self.handle_batch(events, set_current_event)
-            await self.after_batch(events, set_current_event)
+                await self.handle_batch(events, set_event)
+            await self.after_batch(events, set_event)
 
     async def after_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """Fire the timers due now; an idle agent (woken, no records) also warms the states of
@@ -759,21 +765,6 @@ class Pipeline:
             await asyncio.sleep(self._settings.timer_poll_seconds)
             if self._journeys.timers_due() or self._journeys.states_to_warm():
                 self.timers_due.set()
-
-
-def tune_garbage_collector(settings: Settings) -> None:
-    """Collect cycles less often.
-
-    Almost everything a worker allocates is freed by reference counting; the cyclic collector
-    only walks the objects. At Python's default thresholds it ran a full collection every few
-    batches over every live object, the kept states (`_state_cache`) included. Measured in a
-    B1 run (20,000 events, `gc.callbacks`): 4.3 s of collections, 3.5 s of them full ones, at
-    (700, 10, 10); 1.8 s at (50,000, 20, 50), of which the 0.9 s of full ones ran at start,
-    before this is called.
-    """
-    # not gc.freeze(): it leaves the oldest generation's size at zero, and a full collection
-    # then runs whenever its threshold is reached, not only once that generation has grown
-    gc.set_threshold(*settings.gc_thresholds)
 
 
 def build_app(

@@ -22,9 +22,10 @@ def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
     import faust
     from prometheus_client import start_http_server
 
+    from streams._gc import tune_garbage_collector
     from streams._metrics import WorkerMetrics
     from streams._topics import ensure_topics
-    from streams._worker import build_app, tune_garbage_collector
+    from streams._worker import build_app
 
     engine = worker_engine(settings)
     ensure_topics(settings)

@@ -7,6 +7,7 @@ around this (take_events, commits, changelogs) is covered by the integration tes
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -444,6 +445,33 @@ def test_an_idle_agent_fires_due_timers_in_batches_of_their_own_size(
 
     assert len(pipeline.email.sent) == 3
     assert not pipeline.pipeline.timers_due.is_set()
+
+
+def test_a_batch_and_the_timers_after_it_run_with_no_automatic_collection(
+    pipeline: PipelineRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a collection inside a batch walks everything the batch holds (`streams._gc`)
+    collecting: list[bool] = []
+    route, fire = pipeline.pipeline._route, pipeline.pipeline.fire_due_timers
+
+    async def routed(message: Any) -> None:
+        collecting.append(gc.isenabled())
+        await route(message)
+
+    async def fired(set_event: Any, limit: int) -> int:
+        collecting.append(gc.isenabled())
+        return await fire(set_event, limit)
+
+    monkeypatch.setattr(pipeline.pipeline, "_route", routed)
+    monkeypatch.setattr(pipeline.pipeline, "fire_due_timers", fired)
+    records: list[Any] = [FakeEvent(pipeline.touchpoint(cart("aino", 1)))]
+    assert gc.isenabled()
+
+    asyncio.run(pipeline.pipeline.process_batch(records, lambda _: None))
+
+    assert collecting == [False, False]
+    assert gc.isenabled()
+    assert instances(pipeline, b"aino") == ["cart_fast"]
 
 
 def test_after_records_no_more_timers_fire_than_an_input_batch_holds(

@@ -38,7 +38,9 @@ def collection_paused() -> Iterator[None]:
     has freed what it held, the next collection (when the count is past the threshold) walks
     what has outlived the batch, not the batch. Measured in B1 (60,000 events, 5,000
     customers, `gc.callbacks`): 59 collections of the youngest generation took 2.5 s of a
-    ~20 s run, and 8 took 0.5 s with the batches in this block; 2,944 -> 3,615 events/s.
+    ~20 s run, and 8 took 0.5 s with the batches in this block. B1 in three interleaved
+    pairs of runs: 2,866 -> 3,198 events/s on average at 60,000 events, 2,206 -> 2,638 at
+    150,000 (README, "Performance").
     """
     enabled = gc.isenabled()
     gc.disable()

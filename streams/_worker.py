@@ -711,11 +711,13 @@ class Pipeline:
 
     async def process_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """A batch of records (empty: the agent was woken), then the timers due after it."""
-        # a collection in the middle of a batch would walk all that the batch holds
-        with collection_paused():
-            if events:
+        if events:
+            # a collection in the middle of a batch would walk all that the batch holds; not
+            # for the timers: the one collection after a burst of them took longer than the
+            # many small ones in it (`streams._gc`)
+            with collection_paused():
                 await self.handle_batch(events, set_event)
-            await self.after_batch(events, set_event)
+        await self.after_batch(events, set_event)
 
     async def after_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """Fire the timers due now; an idle agent (woken, no records) also warms the states of

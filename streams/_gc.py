@@ -42,8 +42,9 @@ def collection_paused() -> Iterator[None]:
     pairs of runs: 2,866 -> 3,198 events/s on average at 60,000 events, 2,206 -> 2,638 at
     150,000 (README, "Performance").
 
-    Not a batch of fired timers: after a burst of 10,000 the one collection walked all it had
-    left, up to 0.4 s (B3, `--timers 200000`), where the usual ones in it were small.
+    Not a batch of fired timers: after a burst of 10,000 the one collection walked all the
+    burst had left, 0.4 s in one run (B3, `--timers 200000`), and the burst's lag was no
+    better for the pause (README).
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -447,11 +447,11 @@ def test_an_idle_agent_fires_due_timers_in_batches_of_their_own_size(
     assert not pipeline.pipeline.timers_due.is_set()
 
 
-def test_a_batch_of_records_runs_with_no_automatic_collection_the_timers_after_it_with(
+def test_records_are_handled_with_the_collector_paused_and_timers_fired_without(
     pipeline: PipelineRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a collection inside a batch walks everything the batch holds; a burst of timers is
-    # better served by the usual small collections than by one large one after it (`streams._gc`)
+    # a collection inside a batch walks everything the batch holds; after a burst of fired
+    # timers, the one collection took long and did not help (`streams._gc`)
     collecting: list[tuple[str, bool]] = []
     route, fire = pipeline.pipeline._route, pipeline.pipeline.fire_due_timers
 

@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: Annotated[
         int, Field(ge=1, le=10_000, description="longest wait of the worker's consumer in a fetch")
     ] = 50
+    fetch_prefetch_backoff_ms: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=10_000,
+            description="longest the worker's consumer holds its next fetch back while records "
+            "it fetched are not yet taken (aiokafka's is 100)",
+        ),
+    ] = 10
     max_poll_records: Annotated[
         int | None, Field(ge=1, description="records per consumer fetch; unset = client default")
     ] = None

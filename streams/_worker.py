@@ -45,7 +45,7 @@ from streams._faust_drain import install_direct_delivery
 from streams._faust_fixes import (
     committed_offset,
     install_fetch_highwaters,
-    install_fetch_max_wait,
+    install_fetch_timing,
     read_offset,
     returned_offset,
 )
@@ -773,7 +773,7 @@ def build_app(
 ) -> tuple[faust.App, JourneyProcessor]:
     install_fetch_highwaters(settings)
     install_complete_producer_flush()
-    install_fetch_max_wait(settings)
+    install_fetch_timing(settings)
     install_gap_guard()
     install_direct_delivery()
     install_resume_after_clear()

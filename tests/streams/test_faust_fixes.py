@@ -42,5 +42,5 @@ def test_the_consumer_fetches_with_the_settings_wait_and_prefetch_backoff(
     assert consumer._fetcher._prefetch_backoff == pytest.approx(0.007)
 
 
-def test_the_prefetch_backoff_defaults_to_a_tenth_of_aiokafkas() -> None:
-    assert Settings().fetch_prefetch_backoff_ms == 10
+def test_the_prefetch_backoff_defaults_to_aiokafkas() -> None:
+    assert Settings().fetch_prefetch_backoff_ms == 100

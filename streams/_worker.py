@@ -713,7 +713,7 @@ class Pipeline:
         """A batch of records (empty: the agent was woken), then the timers due after it."""
         if events:
             # a collection in the middle of a batch would walk all that the batch holds; not
-            # for the timers: the one collection after a burst took long (`streams._gc`)
+            # for the timers, where it did not help a burst (`streams._gc`)
             with collection_paused():
                 await self.handle_batch(events, set_event)
         await self.after_batch(events, set_event)

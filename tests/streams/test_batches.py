@@ -450,8 +450,8 @@ def test_an_idle_agent_fires_due_timers_in_batches_of_their_own_size(
 def test_records_are_handled_with_the_collector_paused_and_timers_fired_without(
     pipeline: PipelineRig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a collection inside a batch walks everything the batch holds; after a burst of fired
-    # timers, the one collection took long and did not help (`streams._gc`)
+    # a collection inside a batch walks everything the batch holds; for a burst of fired
+    # timers the pause did not help (`streams._gc`)
     collecting: list[tuple[str, bool]] = []
     route, fire = pipeline.pipeline._route, pipeline.pipeline.fire_due_timers
 

@@ -707,9 +707,9 @@ class Pipeline:
     async def process(self, stream: Any) -> None:
         batches = event_batches(stream, self._settings.batch_max_events, self.timers_due)
         async for events in batches:
-            await self.process_batch(events, set_current_event)
+            await self.take_batch(events, set_current_event)
 
-    async def process_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
+    async def take_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """A batch of records (empty: the agent was woken), then the timers due after it."""
         if events:
             # a collection in the middle of a batch would walk all that the batch holds; not

@@ -468,8 +468,8 @@ def test_records_are_handled_with_the_collector_paused_and_timers_fired_without(
     records: list[Any] = [FakeEvent(pipeline.touchpoint(cart("aino", 1)))]
     assert gc.isenabled()
 
-    asyncio.run(pipeline.pipeline.process_batch(records, lambda _: None))
-    asyncio.run(pipeline.pipeline.process_batch([], lambda _: None))
+    asyncio.run(pipeline.pipeline.take_batch(records, lambda _: None))
+    asyncio.run(pipeline.pipeline.take_batch([], lambda _: None))
 
     assert collecting == [("record", False), ("timers", True), ("timers", True)]
     assert gc.isenabled()

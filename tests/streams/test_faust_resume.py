@@ -183,6 +183,33 @@ def partitions_of(records: dict[TopicPartition, list[Any]]) -> dict[int, int]:
     return {tp.partition: len(batch) for tp, batch in records.items()}
 
 
+def faust_thread(changelogs: set[str]) -> Any:
+    """Faust's consumer thread as the patched fetch uses it: its consumer, the app's tables."""
+    app = SimpleNamespace(tables=SimpleNamespace(changelog_topics=changelogs))
+    return SimpleNamespace(consumer=SimpleNamespace(flow_active=True, app=app))
+
+
+async def fetch_until(
+    fetcher: Any, thread: Any, consumer: AIOKafkaConsumer, active: set[TopicPartition]
+) -> dict[int, int]:
+    """What fetches return within 3 s (each waits at most 50 ms when patched)."""
+    fetched: dict[int, int] = {}
+    deadline = time.monotonic() + 3.0
+    while not fetched and time.monotonic() < deadline:
+        records = await fetcher(thread, consumer, active, timeout=1.0, max_records=100)
+        fetched = partitions_of(records)
+    return fetched
+
+
+async def fetched_but_untaken(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+    """Whether aiokafka holds fetched records of `tp` that no call took (within 3 s)."""
+    for _ in range(150):
+        if tp in consumer._fetcher._records:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_fetch_takes_only_partitions_in_the_live_set(
@@ -190,17 +217,11 @@ async def test_a_fetch_takes_only_partitions_in_the_live_set(
 ) -> None:
     consumer = two_partitions
     first, second = sorted(consumer.assignment())
-    thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
+    thread = faust_thread(changelogs=set())
     live = {first}
 
-    async def fetch(fetcher: Any, active: set[TopicPartition] | None) -> dict[int, int]:
-        """What fetches return within 3 s (each waits at most 50 ms when patched)."""
-        fetched: dict[int, int] = {}
-        deadline = time.monotonic() + 3.0
-        while not fetched and time.monotonic() < deadline:
-            records = await fetcher(thread, consumer, active, timeout=1.0, max_records=100)
-            fetched = partitions_of(records)
-        return fetched
+    async def fetch(fetcher: Any, active: set[TopicPartition]) -> dict[int, int]:
+        return await fetch_until(fetcher, thread, consumer, active)
 
     assert await fetch(fetch_only_active, live) == {0: 5}
     live.clear()  # as the end of a changelog recovery leaves it, or a revoke an old fetch's
@@ -209,6 +230,31 @@ async def test_a_fetch_takes_only_partitions_in_the_live_set(
     # why: aiokafka reads an empty set as every partition, and Faust's `getmany` then skips
     # the records of the partition that is not active (its position is past them)
     assert await fetch(FAUST_FETCH_RECORDS, live) == {1: 5}
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_changelog_faust_does_not_take_is_paused_and_its_records_left_for_later(
+    two_partitions: AIOKafkaConsumer,
+) -> None:
+    consumer = two_partitions
+    stream, changelog = sorted(consumer.assignment())  # the topic plays both parts
+    live = {stream}
+    # why: aiokafka fetches every partition Faust has paused in its own books, and holds back
+    # every fetch to the broker for up to 0.1 s while such records wait untaken
+    assert await fetch_until(FAUST_FETCH_RECORDS, faust_thread(set()), consumer, live) == {0: 5}
+    assert await fetched_but_untaken(consumer, changelog)
+
+    thread = faust_thread({changelog.topic})
+    assert await fetch_until(fetch_only_active, thread, consumer, live) == {}
+    assert consumer.paused() == {changelog}
+    assert changelog not in consumer._fetcher._records  # dropped, and not fetched again
+    assert stream not in consumer.paused()
+    assert await consumer.position(changelog) == 0
+
+    live.add(changelog)  # a recovery takes it: resumed, and every record is still there
+    assert await fetch_until(fetch_only_active, thread, consumer, live) == {1: 5}
+    assert consumer.paused() == set()
 
 
 def test_a_fetch_waits_briefly_for_records() -> None:
@@ -222,7 +268,8 @@ def test_a_fetch_waits_briefly_for_records() -> None:
     async def run(wait: float) -> None:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(_faust_resume, "FAUST_FETCH_RECORDS", faust_fetch)
-            await fetch_only_active(None, None, set(), timeout=wait, max_records=10)
+            patch.setattr(_faust_resume, "pause_untaken_changelogs", lambda *_: None)
+            await fetch_only_active(faust_thread(set()), None, set(), timeout=wait, max_records=10)
 
     asyncio.run(run(1.0))
     assert seen["timeout"] == _faust_resume._IDLE_POLL_SECONDS

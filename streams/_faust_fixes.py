@@ -103,11 +103,12 @@ def install_fetch_timing(settings: Settings) -> None:
 
     aiokafka sends no fetch to a broker while records it fetched from it for any partition are
     not yet taken, for up to its `prefetch_backoff` (0.1 s, not an option of the consumer). At
-    a worker's start some are not taken at once, and every partition of that broker waited:
-    B2's whole tail at 500/s was two or three such 0.1 s stalls in the first 0.3 s of its run
-    (max 111-115 ms, against 42-68 ms after the first 0.5 s). 10 ms removed them, but at B2's
-    full rate its tail after the start was no better, if anything worse, so the default stays
-    aiokafka's (README, "Performance").
+    a worker's start those were the changelogs' records: Faust pauses a changelog after its
+    recovery only in its own books, aiokafka fetched it on, and nothing took what it fetched.
+    Every partition of that broker waited: B2's whole tail at 500/s was two or three such
+    0.1 s stalls in the first 0.3 s of its run. `_faust_resume.pause_untaken_changelogs` now
+    pauses them in aiokafka too, which removed the stalls; this setting stays for a consumer
+    that holds untaken records for another reason (README, "Performance").
     """
     thread_class: Any = faust_aiokafka.AIOKafkaConsumerThread
     create = getattr(thread_class, "_polku_original_create", thread_class._create_worker_consumer)

@@ -115,8 +115,8 @@ class Settings(BaseSettings):
             ge=0,
             le=10_000,
             description="longest the worker's consumer holds its next fetch back while records "
-            "it fetched are not yet taken (aiokafka's 100; 10 removed B2's stalls at a worker's "
-            "start but its steady tail was no better)",
+            "it fetched are not yet taken (aiokafka's 100; the changelogs' records that caused "
+            "B2's stalls at a worker's start are no longer fetched)",
         ),
     ] = 100
     max_poll_records: Annotated[

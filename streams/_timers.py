@@ -9,7 +9,7 @@ scan of the pending ones.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
@@ -50,6 +50,15 @@ class DueTimeIndex:
     def add_due(self, timer_id: str, due: float, customer_id: str) -> None:
         self._pending[timer_id] = (due, customer_id)
         heapq.heappush(self._heap, (due, timer_id))
+
+    def add_many(self, timers: Iterable[tuple[str, float, str]]) -> None:
+        """`add_due` for each (timer id, due time, customer id): one heapify, not one push
+        each, since a recovery adds every pending timer of the worker at once."""
+        pending, heap = self._pending, self._heap
+        for timer_id, due, customer_id in timers:
+            pending[timer_id] = (due, customer_id)
+            heap.append((due, timer_id))
+        heapq.heapify(heap)
 
     def discard(self, timer_id: str) -> None:
         # the heap entry stays behind and is skipped when it surfaces (lazy deletion)

@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -79,6 +79,7 @@ from streams._staging import (
     StagedTable,
     process_batch,
     set_current_event,
+    stored_items,
     table_writer,
 )
 from streams._state_cache import StateCache
@@ -139,6 +140,26 @@ class _Prepared:
     counts: list[Count]  # the metrics it moves
     records: list[tuple[Any, bytes, bytes]]  # its actions' and suppressions', encoded
     stored_after: bytes | None  # its state, encoded (None: blank)
+
+
+def _stored_timers(
+    items: Iterable[tuple[bytes, bytes]], by_step: Counter[tuple[str, int, str]]
+) -> Iterator[tuple[str, float, str]]:
+    """(timer id, due time, customer id) of each timer the stored states wait on, each counted
+    into `by_step` under (journey, version, step).
+
+    Not the state model: a recovery reads every state of the worker's partitions, a million on
+    a large worker, and validating each would cost ten times as much (`stored_state_timers`).
+    """
+    due_time = datetime.fromisoformat
+    for key, stored in items:
+        timers = stored_state_timers(stored)
+        if not timers:
+            continue
+        customer_id = key.decode()
+        for timer in timers:
+            by_step[timer.journey, timer.journey_version, timer.step_id] += 1
+            yield timer.timer_id, due_time(timer.due_at).timestamp(), customer_id
 
 
 class JourneyProcessor:
@@ -394,17 +415,14 @@ class JourneyProcessor:
         self._prepared.clear()
         self._to_warm.clear()
         self._looked_until = 0.0
+        by_step: Counter[tuple[str, int, str]] = Counter()
+        self.index.add_many(_stored_timers(stored_items(self._states.table), by_step))
         stranded: set[tuple[str, int]] = set()
         waiting: Counter[tuple[str, str]] = Counter()
-        for key, stored in self._states.table.items():
-            customer_id = key.decode()
-            # not the state model: a million states are read here at each recovery
-            for timer in stored_state_timers(stored):
-                due = datetime.fromisoformat(timer.due_at).timestamp()
-                self.index.add_due(timer.timer_id, due, customer_id)
-                waiting[timer.journey, timer.step_id] += 1
-                if not self._engine.runnable(timer.journey, timer.journey_version):
-                    stranded.add((timer.journey, timer.journey_version))
+        for (journey, version, step_id), count in by_step.items():
+            waiting[journey, step_id] += count
+            if not self._engine.runnable(journey, version):
+                stranded.add((journey, version))
         self._metrics.timers_pending.set(len(self.index))
         self._metrics.reset_instances(waiting)
         log.info("timer index rebuilt: %d pending timers", len(self.index))

@@ -10,8 +10,15 @@ from typing import Any
 
 import faust
 import pytest
+from faust.types import TP
 
-from streams._staging import StagedTable, TableWriter, partition_reader, table_writer
+from streams._staging import (
+    StagedTable,
+    TableWriter,
+    partition_reader,
+    stored_items,
+    table_writer,
+)
 
 
 def _event(partition: int) -> Any:
@@ -168,3 +175,26 @@ async def test_a_staged_table_with_a_writer_saves_through_it(rocksdb_table: Any)
     await staged.apply(lambda _: None)
     assert rocksdb_table.data._db_for_partition(2).get(b"aino") == b"v1"
     assert [(key, partition) for _, key, _, partition in producer.sent] == [(b"aino", 2)]
+
+
+def test_stored_items_are_the_active_partitions_pairs_as_faust_reads_them(
+    rocksdb_table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = rocksdb_table.data
+    for partition in range(4):
+        database = store._db_for_partition(partition)
+        database.put(f"customer-{partition}".encode(), f"state {partition}".encode())
+        database.put(store.offset_key, b"41")  # Faust's own bookkeeping, not an item
+    changelog = rocksdb_table.changelog_topic_name
+    actives = {TP(changelog, 1), TP(changelog, 3)}
+    monkeypatch.setattr(rocksdb_table.app.assignor, "assigned_actives", lambda: actives)
+
+    stored = sorted(stored_items(rocksdb_table))
+
+    assert stored == [(b"customer-1", b"state 1"), (b"customer-3", b"state 3")]
+    assert stored == sorted(rocksdb_table.items())
+
+
+def test_stored_items_of_a_table_that_is_not_a_plain_rocksdb_one_come_through_faust() -> None:
+    plain_mapping = {b"aino": bytearray(b"state of aino")}
+    assert list(stored_items(plain_mapping)) == [(b"aino", b"state of aino")]

@@ -124,3 +124,23 @@ def test_due_until_sees_exactly_the_timers_due_by_then_and_removes_none() -> Non
 
 def test_due_until_on_an_empty_index_sees_nothing() -> None:
     assert list(DueTimeIndex().due_until(float("inf"))) == []
+
+
+def test_timers_added_at_once_pop_as_if_added_one_by_one() -> None:
+    rng = random.Random(7)
+    entries = [(f"t{n}", T0.timestamp() + rng.uniform(0, 100), f"c{n % 5}") for n in range(200)]
+    one_by_one, at_once = DueTimeIndex(), DueTimeIndex()
+    one_by_one.add(timer("already there", 50))
+    at_once.add(timer("already there", 50))
+    for entry in entries:
+        one_by_one.add_due(*entry)
+    at_once.add_many(entries)
+    at_once.discard("t3")
+    one_by_one.discard("t3")
+
+    until = T0 + timedelta(seconds=100)
+    popped = at_once.pop_due(until, limit=1000)
+    assert popped == one_by_one.pop_due(until, limit=1000)
+    assert len(popped) == 200  # 199 entries and the one there before
+    assert [p.due_at for p in popped] == sorted(p.due_at for p in popped)
+    assert len(at_once) == 0

@@ -253,36 +253,6 @@ class StoredTimer(NamedTuple):
         return Timer(customer_id=customer_id, **(self._asdict() | {"due_at": due_at}))
 
 
-def document_timers(document: Document) -> Iterator[StoredTimer]:
-    """`pending_timers` of a stored state, read from its JSON document without the model.
-
-    A recovery reads every customer's state to rebuild the due-time index (a million of them
-    on a large worker), where validating each into a `CustomerState` would cost ten times as
-    much. Fields left out of the document are the models' `None` defaults (`encode`).
-    """
-    for instance in document.get("instances", {}).values():
-        timer_id, wake_at = instance.get("timer_id"), instance.get("wake_at")
-        if timer_id is not None and wake_at is not None:
-            yield StoredTimer(
-                timer_id,
-                wake_at,
-                instance["journey"],
-                instance["version"],
-                instance["instance_id"],
-                instance["step_id"],
-            )
-    for timer_id, pending in document.get("contact", {}).get("deferred", {}).items():
-        action = pending["action"]
-        yield StoredTimer(
-            timer_id,
-            action["not_before"],
-            action["journey"],
-            action["journey_version"],
-            action["instance_id"],
-            action["step_id"],
-        )
-
-
 class _StoredInstance(msgspec.Struct):
     journey: str
     version: int
@@ -318,6 +288,16 @@ class _StoredTimerFields(msgspec.Struct):
 _decode_timer_fields = msgspec.json.Decoder(_StoredTimerFields).decode
 
 
+def document_timers(document: Document) -> Iterator[StoredTimer]:
+    """`pending_timers` of a stored state, read from its JSON document without the model.
+
+    A recovery reads every customer's state to rebuild the due-time index (a million of them
+    on a large worker), where validating each into a `CustomerState` would cost ten times as
+    much. Fields left out of the document are the models' `None` defaults (`encode`).
+    """
+    return _timers_of(msgspec.convert(document, _StoredTimerFields))
+
+
 def stored_state_timers(stored: bytes) -> list[StoredTimer]:
     """`document_timers` of a state as stored (its JSON bytes), parsed only if it can hold one.
 
@@ -330,32 +310,30 @@ def stored_state_timers(stored: bytes) -> list[StoredTimer]:
     """
     if b'"timer_id":' not in stored and b'"not_before":' not in stored:
         return []
-    document = _decode_timer_fields(stored)
-    timers = [
-        StoredTimer(
-            instance.timer_id,
-            instance.wake_at,
-            instance.journey,
-            instance.version,
-            instance.instance_id,
-            instance.step_id,
-        )
-        for instance in document.instances.values()
-        if instance.timer_id is not None and instance.wake_at is not None
-    ]
-    for timer_id, pending in document.contact.deferred.items():
-        action = pending.action
-        timers.append(
-            StoredTimer(
-                timer_id,
-                action.not_before,
-                action.journey,
-                action.journey_version,
-                action.instance_id,
-                action.step_id,
+    return list(_timers_of(_decode_timer_fields(stored)))
+
+
+def _timers_of(fields: _StoredTimerFields) -> Iterator[StoredTimer]:
+    for instance in fields.instances.values():
+        if instance.timer_id is not None and instance.wake_at is not None:
+            yield StoredTimer(
+                instance.timer_id,
+                instance.wake_at,
+                instance.journey,
+                instance.version,
+                instance.instance_id,
+                instance.step_id,
             )
+    for timer_id, pending in fields.contact.deferred.items():
+        action = pending.action
+        yield StoredTimer(
+            timer_id,
+            action.not_before,
+            action.journey,
+            action.journey_version,
+            action.instance_id,
+            action.step_id,
         )
-    return timers
 
 
 def deferral_timer(timer_id: str, action: Action) -> Timer:

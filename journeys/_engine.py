@@ -316,7 +316,7 @@ class Engine:
                 "entered_at": run.now,
                 # validation would have copied the document's top level: so does this
                 "trigger": dict(event_data),
-                "seen": {seen_key(run.event.type): event_data},
+                # `seen` of the trigger's type reads the trigger (`Run.context`): not kept twice
                 # no journey holds out more than it asks for: 0 % needs no bucket
                 "holdout": bool(holdout_percent)
                 and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,

@@ -45,6 +45,22 @@ def seen_key(event_type: str) -> str:
     return event_type.replace(".", "_")
 
 
+def seen_events(instance: InstanceState) -> dict[str, Any]:
+    """The last event of each type the instance saw, its trigger included.
+
+    An instance keeps in `seen` only the events it saw after its trigger: the trigger, kept
+    once already, is the event of its type until a later one of that type replaces it. (States
+    stored before 2026-12-07 hold the trigger in `seen` too, which reads the same.)
+    """
+    trigger_type = instance.trigger.get("type")
+    if not isinstance(trigger_type, str):
+        return instance.seen
+    key = seen_key(trigger_type)
+    if key in instance.seen:
+        return instance.seen
+    return {key: instance.trigger, **instance.seen}
+
+
 @dataclass
 class Run:
     state: CustomerState
@@ -88,7 +104,7 @@ class Run:
             "trigger": instance.trigger,
             "vars": instance.vars,
             "profile": self.state.profile,
-            "seen": instance.seen,
+            "seen": seen_events(instance),
         }
 
     def instance_by_id(self, instance_id: str) -> InstanceState | None:

@@ -33,8 +33,9 @@ class SentAction(BaseModel):
 class InstanceState(BaseModel):
     """One customer's run through one journey version, parked at a wait or wait_for step.
 
-    `seen` holds the last event of each type this instance saw (trigger, awaited events, goal),
-    keyed by type with `_` for `.`: `seen.product_viewed.payload.name`.
+    `seen` holds the last event of each type this instance saw after its trigger (awaited
+    events, goal), keyed by type with `_` for `.`; journeys read it with the trigger added
+    (`Run.context`): `seen.product_viewed.payload.name`.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -279,6 +279,66 @@ def test_update_sets_vars_profile_and_tags_for_later_steps() -> None:
     assert state.profile == {"tags": ["lapsed", "vip"]}, "advance must not mutate its input"
 
 
+# --- seen -----------------------------------------------------------------------------------
+
+# waits for a second cart, then sends the cart `seen` holds: the trigger's, or the later one's
+AWAIT_ANOTHER_CART: list[dict[str, Any]] = [
+    {
+        "id": "another_cart",
+        "type": "wait_for",
+        "event": "cart.abandoned",
+        "timeout": "PT1H",
+        "on_event": "hello",
+        "on_timeout": "hello",
+    },
+    {
+        "id": "hello",
+        "type": "send",
+        "channel": "email",
+        "template": "hello",
+        "params": {"cart": "{{ seen.cart_abandoned.payload.cart_id }}"},
+        "next": "done",
+    },
+    SEND_AND_EXIT[1],
+]
+
+
+def later_cart(cart_id: str) -> CartAbandoned:
+    return cart(cart_id=cart_id, event_id=f"e-{cart_id}").model_copy(
+        update={"occurred_at": T0 + timedelta(minutes=10)}
+    )
+
+
+def test_seen_of_the_triggers_type_is_the_trigger_kept_once_in_the_state() -> None:
+    engine = Engine([journey(AWAIT_ANOTHER_CART)])
+    entered = engine.advance(CustomerState(customer_id="c1"), cart(cart_id="k1"), T0)
+    instance = entered.state.instances["probe"]
+    assert instance.trigger["payload"]["cart_id"] == "k1"
+    assert instance.seen == {}
+
+    result = simulate(engine, [cart(cart_id="k1")])
+    assert [a.params for a in result.actions] == [{"cart": "k1"}]
+
+
+def test_a_later_event_of_the_triggers_type_replaces_it_in_seen() -> None:
+    once = {"event": "cart.abandoned", "reentry": "once"}  # the later cart enters no other
+    engine = Engine([journey(AWAIT_ANOTHER_CART, trigger=once)])
+    result = simulate(engine, [cart(cart_id="k1"), later_cart("k2")])
+    assert [a.params for a in result.actions] == [{"cart": "k2"}]
+
+
+def test_a_state_stored_with_the_trigger_in_seen_reads_the_same() -> None:
+    engine = Engine([journey(AWAIT_ANOTHER_CART)])
+    stored = engine.advance(CustomerState(customer_id="c1"), cart(cart_id="k1"), T0).state
+    instance = stored.instances["probe"]
+    # how states were stored before the trigger was kept once
+    instance.seen["cart_abandoned"] = dict(instance.trigger)
+    older = CustomerState.model_validate_json(stored.model_dump_json())
+
+    result = simulate(engine, [], states={"c1": older}, until=T0 + timedelta(hours=2))
+    assert [a.params for a in result.actions] == [{"cart": "k1"}]
+
+
 # --- versions and migrations ----------------------------------------------------------------
 
 

@@ -74,13 +74,11 @@ def _pure_core(
     def handle(key: bytes, value: bytes) -> list[tuple[str, bytes, bytes]]:
         event = decode_touchpoint(value)
         stored = db.get(key)
-        state = None if stored is None else decoded.get(key, stored)
-        if state is None:
-            state = (
-                CustomerState(customer_id=key.decode())
-                if stored is None
-                else CustomerState.model_validate_json(stored)
-            )
+        state = (
+            CustomerState(customer_id=key.decode())
+            if stored is None
+            else decoded.decoded(key, stored)
+        )
         outcome = engine.advance(state, event, now)
         after = encode(outcome.state)
         db[key] = after

@@ -36,6 +36,15 @@ class StateCache:
         self._entries.move_to_end(key)
         return entry[1]
 
+    def decoded(self, key: bytes, stored: bytes) -> CustomerState:
+        """The state `stored` encodes: the one kept for `key` if made from these bytes, else
+        decoded from them and kept."""
+        state = self.get(key, stored)
+        if state is None:
+            state = CustomerState.model_validate_json(stored)
+            self.put(key, stored, state)
+        return state
+
     def put(self, key: bytes, stored: bytes, state: CustomerState) -> None:
         """Keep `state`, which `stored` encodes; the caller must not change it afterwards."""
         if self._capacity == 0:

@@ -340,14 +340,7 @@ class JourneyProcessor:
         stored = self._states.get(customer_key)
         if stored is None:
             return CustomerState(customer_id=customer_key.decode())
-        return self._decoded_state(customer_key, stored)
-
-    def _decoded_state(self, customer_key: bytes, stored: bytes) -> CustomerState:
-        state = self._decoded.get(customer_key, stored)
-        if state is None:
-            state = CustomerState.model_validate_json(stored)
-            self._decoded.put(customer_key, stored, state)
-        return state
+        return self._decoded.decoded(customer_key, stored)
 
     def _records(self, outcome: Outcome) -> list[tuple[Any, bytes, bytes]]:
         """(topic, key, value) of an outcome's actions and suppression records."""
@@ -488,7 +481,7 @@ class JourneyProcessor:
         if stored is None:
             return None
         try:
-            before = self._decoded_state(key, stored)
+            before = self._decoded.decoded(key, stored)
             timer = state_timer(before, timer_id, customer_id)
             if timer is None:
                 return None
@@ -683,7 +676,7 @@ class JourneyProcessor:
             del self._prepared[due.timer_id]  # worked out from a state since replaced
         try:
             # decoded once: its event's processing finds it in the state cache
-            state = self._decoded_state(key, stored)
+            state = self._decoded.decoded(key, stored)
         except ValueError:
             # the model refuses the state: its timer, read from the JSON, fires, and its event
             # is dead-lettered with the reason

@@ -51,3 +51,15 @@ def test_capacity_zero_keeps_nothing_and_a_dropped_state_is_gone() -> None:
     cache.put(b"aino", encode(kept), kept)
     cache.drop(b"aino")
     assert cache.get(b"aino", encode(kept)) is None
+
+
+def test_decoded_serves_the_kept_state_or_decodes_the_bytes_and_keeps_that() -> None:
+    cache = StateCache(10)
+    kept = state("aino", tier="gold")
+    cache.put(b"aino", encode(kept), kept)
+    assert cache.decoded(b"aino", encode(kept)) is kept
+
+    restored = encode(state("aino", tier="silver"))  # the table holds other bytes now
+    decoded = cache.decoded(b"aino", restored)
+    assert decoded == state("aino", tier="silver")
+    assert cache.get(b"aino", restored) is decoded

@@ -1,7 +1,7 @@
 """Models built from values the engine made itself, without pydantic's validation.
 
-The engine builds several models per event (a transition per step, the instance an entry
-starts, the timer a wait arms) out of values that are already valid: fields of validated
+The engine builds pydantic models per event (the timer a wait arms, a send's pending verdict)
+out of values that are already valid: fields of validated
 models, strings it formatted itself, the time it was given, each already in the form validation
 would give it. Validating them again cost about a tenth of `advance`. What these helpers build
 is indistinguishable from the validated model: the same field values in the same order (which
@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+import msgspec
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 _Model = TypeVar("_Model", bound=BaseModel)
+
+# A time with its offset, in the state's msgspec structs (pydantic's `AwareDatetime`): decoding
+# a stored time without one fails.
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 _new = object.__new__  # what a model class's __new__ is: pydantic does not override it
 # The four attributes every model instance has, set through their descriptors: a seventh
 # cheaper than `object.__setattr__`, which looks each name up on every call.
@@ -57,10 +62,6 @@ class Builder(Generic[_Model]):
             if factory is not None:
                 factories.append((name, factory))  # type: ignore[arg-type]
         self._factories = tuple(factories)
-
-    def __call__(self, values: dict[str, Any], trusted: bool) -> _Model:
-        """`unchecked(values)` when the caller vouches for them, else `validated(values)`."""
-        return self.unchecked(values) if trusted else self.validated(values)
 
     def unchecked(self, values: dict[str, Any]) -> _Model:
         """What `validated(values)` returns when `values` are valid, at about half its cost."""

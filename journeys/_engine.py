@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from journeys._build import Builder, copied_with
+from journeys._build import copied_with
 from journeys._calendar import bucket
 from journeys._errors import JourneyDefinitionError, JourneyRuntimeError
 from journeys._loader import Journey
@@ -304,24 +304,21 @@ class Engine:
         customer_id = run.state.customer_id
         holdout_percent = journey.definition.holdout_percent
         event_data = run.event_data
-        instance = _INSTANCE(
-            {
-                "journey": journey.name,
-                "version": journey.version,
-                "instance_id": stable_id(
-                    journey.name, str(journey.version), customer_id, slot, run.event.event_id
-                ),
-                "slot": slot,
-                "step_id": journey.start,
-                "entered_at": run.now,
-                # validation would have copied the document's top level: so does this
-                "trigger": dict(event_data),
-                # `seen` of the trigger's type reads the trigger (`Run.context`): not kept twice
-                # no journey holds out more than it asks for: 0 % needs no bucket
-                "holdout": bool(holdout_percent)
-                and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
-            },
-            run.trusted,
+        instance = InstanceState(
+            journey=journey.name,
+            version=journey.version,
+            instance_id=stable_id(
+                journey.name, str(journey.version), customer_id, slot, run.event.event_id
+            ),
+            slot=slot,
+            step_id=journey.start,
+            entered_at=run.now,
+            # a copy of the document's top level, which `seen` and the event may share
+            trigger=dict(event_data),
+            # `seen` of the trigger's type reads the trigger (`Run.context`): not kept twice
+            # no journey holds out more than it asks for: 0 % needs no bucket
+            holdout=bool(holdout_percent)
+            and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
         )
         state = run.state
         state.instances[slot] = instance
@@ -329,10 +326,6 @@ class Engine:
         state.last_entry_at[journey.name] = run.now
         run.record("entered", instance, holdout=instance.holdout)
         run.execute(journey, instance, journey.start)
-
-
-_INSTANCE = Builder(InstanceState)
-_SENT = Builder(SentAction)
 
 
 def _slot(name: str, reentry: Any, context: dict[str, Any]) -> str | None:
@@ -405,14 +398,11 @@ def _send(run: Run, policy: ContactPolicy, action: Action) -> None:
     run.actions.append(action)
     if action.purpose == "marketing":
         remember_send(policy, run.state.contact, action.channel, run.now)
-    sent = _SENT(
-        {
-            "action_id": action.action_id,
-            "step_id": action.step_id,
-            "channel": action.channel.value,
-            "template": action.template,
-        },
-        run.trusted,
+    sent = SentAction(
+        action_id=action.action_id,
+        step_id=action.step_id,
+        channel=action.channel.value,
+        template=action.template,
     )
     instance = run.instance_by_id(action.instance_id)
     if instance is not None:

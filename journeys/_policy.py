@@ -13,9 +13,10 @@ from datetime import datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
 
-from journeys._build import Builder, is_aware
+from journeys._build import AwareTime
 from journeys._calendar import bucket, next_time_of_day
 from schemas import Action, ContactChannel, Purpose
 from schemas._journey_format import IsoDuration, Percent, TimeOfDay
@@ -68,22 +69,22 @@ class ContactPolicy(BaseModel):
         return cls(marketing_consent="implied", quiet_hours=None, caps=[])
 
 
-class SentRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channel: ContactChannel
-    at: AwareDatetime
+    at: AwareTime
 
 
-class ContactState(BaseModel):
+class ContactState(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """What the policy remembers of a customer: consent given or withdrawn, recent marketing
-    sends (for caps), and sends waiting for quiet hours or a cap to pass."""
+    sends (for caps), and sends waiting for quiet hours or a cap to pass.
 
-    model_config = ConfigDict(extra="forbid")
+    Part of `CustomerState` (plain data, see there); a deferred send's `PendingSend` stays a
+    pydantic model, since it holds an `Action`.
+    """
 
-    consent: dict[str, dict[str, bool]] = Field(default_factory=dict)
-    recent: list[SentRecord] = Field(default_factory=list)
-    deferred: dict[str, PendingSend] = Field(default_factory=dict)
+    consent: dict[str, dict[str, bool]] = {}
+    recent: list[SentRecord] = []
+    deferred: dict[str, PendingSend] = {}
 
     def set_consent(self, channel: str, purpose: Purpose, granted: bool) -> None:
         self.consent.setdefault(channel, {})[purpose] = granted
@@ -199,11 +200,4 @@ def remember_send(
     horizon = max((cap.per for cap in policy.caps), default=timedelta(0))
     contact.recent = [r for r in contact.recent if now - r.at < horizon]
     if horizon:
-        record = {"channel": channel, "at": now}
-        contact.recent.append(_SENT_RECORD(record, is_aware(now)))
-
-
-_SENT_RECORD = Builder(SentRecord)
-
-
-ContactState.model_rebuild()
+        contact.recent.append(SentRecord(channel, now))

@@ -16,7 +16,7 @@ from journeys._errors import JourneyRuntimeError
 from journeys._loader import Journey
 from journeys._policy import PendingSend
 from journeys._predicates import evaluate, render, resolve
-from journeys._state import CustomerState, InstanceState, Timer, Transition
+from journeys._state import CustomerState, InstanceState, Timer, Transition, TransitionKind
 from schemas import (
     Action,
     BranchStep,
@@ -77,14 +77,14 @@ class Run:
     suppressed: list[Suppression] = field(default_factory=list)
     event_type: str = field(init=False)
     triggered_by: str = field(init=False)
-    # the models a run builds hold only valid values when its time is (`is_aware`)
-    trusted: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        # every time a run stores derives from `now`: so the times it builds hold an offset
+        if not is_aware(self.now):
+            raise JourneyRuntimeError(f"the time to advance to has no time zone: {self.now}")
         event = self.event
         self.event_type = event.type if event else ""
         self.triggered_by = event.event_id if event else "migration"
-        self.trusted = is_aware(self.now)
 
     @cached_property
     def event_data(self) -> dict[str, Any]:
@@ -113,8 +113,8 @@ class Run:
                 return instance
         return None
 
-    def record(self, kind: str, instance: InstanceState, **details: Any) -> None:
-        values = {
+    def record(self, kind: TransitionKind, instance: InstanceState, **details: Any) -> None:
+        values: dict[str, Any] = {
             "kind": kind,
             "journey": instance.journey,
             "version": instance.version,
@@ -123,12 +123,12 @@ class Run:
             "holdout": instance.holdout,
         }
         values.update(details)
-        self.transitions.append(_TRANSITION(values, self.trusted))
+        self.transitions.append(Transition(**values))
 
-    def record_for(self, kind: str, about: Action, **details: Any) -> None:
+    def record_for(self, kind: TransitionKind, about: Action, **details: Any) -> None:
         """A transition about an action, whether or not its instance still runs."""
         instance = self.instance_by_id(about.instance_id)
-        values = {
+        values: dict[str, Any] = {
             "kind": kind,
             "journey": about.journey,
             "version": about.journey_version,
@@ -138,7 +138,7 @@ class Run:
             "holdout": bool(instance and instance.holdout),
         }
         values.update(details)
-        self.transitions.append(_TRANSITION(values, self.trusted))
+        self.transitions.append(Transition(**values))
 
     def zone(self) -> ZoneInfo:
         name = self.state.profile.get("timezone") or self.default_timezone
@@ -289,7 +289,7 @@ class Run:
             ) from None
 
     def _park(self, instance: InstanceState, step_id: str, due: datetime) -> None:
-        timer = _TIMER(
+        timer = _TIMER.unchecked(
             {
                 "timer_id": stable_id(
                     instance.journey,
@@ -306,7 +306,6 @@ class Run:
                 "step_id": step_id,
                 "due_at": due,
             },
-            self.trusted,
         )
         self.timers.append(timer)
         instance.step_id = step_id
@@ -315,7 +314,6 @@ class Run:
         self.record("waiting", instance, step_id=step_id, due_at=due)
 
 
-_TRANSITION = Builder(Transition)
 _TIMER = Builder(Timer)
 _ACTION = Builder(Action)
 _PENDING = Builder(PendingSend)

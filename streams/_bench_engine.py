@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from journeys import CustomerState, Engine
-from schemas import decode_touchpoint, encode
+from journeys import CustomerState, Engine, decode_state, encode_state
+from schemas import decode_touchpoint
 from streams._bench import BENCH_POLICY, LIBRARY
 from streams._bench_load import mixed_events
 from streams._cli_journeys import worker_engine
@@ -48,11 +48,11 @@ def engine_rate(
         if stored is None:
             state = CustomerState(customer_id=record.key.decode())
         else:
-            state = CustomerState.model_validate_json(stored)
+            state = decode_state(stored)
         t2 = clock()
         outcome = engine.advance(state, event, NOW)
         t3 = clock()
-        states[record.key] = encode(outcome.state)
+        states[record.key] = encode_state(outcome.state)
         t4 = clock()
         spent["decode"] += t1 - t0
         spent["load"] += t2 - t1

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
 from rocksdict import Options, Rdict
 
-from journeys import CustomerState, Engine
+from journeys import CustomerState, Engine, encode_state
 from schemas import decode_touchpoint, encode
 from streams._bench import BenchError, bench_settings, produce, raw_passthrough_rate
 from streams._bench_engine import bench_engine
@@ -80,7 +80,7 @@ def _pure_core(
             else decoded.decoded(key, stored)
         )
         outcome = engine.advance(state, event, now)
-        after = encode(outcome.state)
+        after = encode_state(outcome.state)
         db[key] = after
         decoded.put(key, after, outcome.state)
         return [(changelog, key, after)] + [(output, key, encode(a)) for a in outcome.actions]

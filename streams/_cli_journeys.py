@@ -16,6 +16,7 @@ from journeys import (
     CustomerState,
     Engine,
     Journey,
+    decode_state,
     library_journeys,
     load_journey_file,
     load_journeys,
@@ -126,7 +127,7 @@ def _read_states(path: Path) -> dict[str, CustomerState]:
     states = {}
     for line in path.read_bytes().splitlines():
         if line.strip():
-            state = CustomerState.model_validate_json(line)
+            state = decode_state(line)
             states[state.customer_id] = state
     return states
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from journeys import CustomerState
+from journeys import CustomerState, decode_state
 
 
 class StateCache:
@@ -41,7 +41,7 @@ class StateCache:
         decoded from them and kept."""
         state = self.get(key, stored)
         if state is None:
-            state = CustomerState.model_validate_json(stored)
+            state = decode_state(stored)
             self.put(key, stored, state)
         return state
 

@@ -33,6 +33,8 @@ from journeys import (
     JourneyRuntimeError,
     Outcome,
     Timer,
+    decode_state,
+    encode_state,
     merge_states,
     state_timer,
     stored_state_timers,
@@ -313,7 +315,7 @@ class JourneyProcessor:
         if kind == MERGE_INTO:
             await self._hand_over(key, survivor=value)
         elif kind == ABSORB:
-            absorbed = CustomerState.model_validate_json(value)
+            absorbed = decode_state(value)
             self._save(key, merge_states(self._load_state(key), absorbed, self._clock()))
         else:
             log.warning("unknown control record %r on the customer topic ignored", kind)
@@ -333,7 +335,7 @@ class JourneyProcessor:
             ),
         )
         await self.outbox.send(
-            self._customer_topic, survivor, encode(state), control_headers(ABSORB)
+            self._customer_topic, survivor, encode_state(state), control_headers(ABSORB)
         )
 
     def _load_state(self, customer_key: bytes) -> CustomerState:
@@ -367,7 +369,7 @@ class JourneyProcessor:
         """Stage the outcome's state (`stored`: its bytes, if encoded before) and its timers."""
         state = outcome.state
         if not state.is_blank():
-            stored = stored or encode(state)
+            stored = stored or encode_state(state)
             self._states[customer_key] = stored
             # the next event of this customer finds it decoded (the engine never changes it)
             self._decoded.put(customer_key, stored, state)
@@ -492,7 +494,7 @@ class JourneyProcessor:
             return None
         counts = self._metrics.event_counts(event, before, outcome)
         records = self._records(outcome)
-        stored_after = None if outcome.state.is_blank() else encode(outcome.state)
+        stored_after = None if outcome.state.is_blank() else encode_state(outcome.state)
         return _Prepared(stored, timer, event, before, outcome, counts, records, stored_after)
 
     def _to_warm_now(self) -> deque[tuple[str, str]]:

@@ -16,13 +16,21 @@ from pydantic import (
     field_validator,
 )
 
-from journeys import InstanceState, SentAction, Timer, Transition
+from journeys import Timer
 from journeys._build import Builder, copied_with, is_aware, new_model
-from journeys._policy import PendingSend, SentRecord
+from journeys._policy import PendingSend
 from schemas import Action, ContactChannel, CustomerRef, encode
 
 AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-SENT = SentAction(action_id="a" * 32, step_id="email", channel="email", template="cart")
+TIMER = Timer(
+    timer_id="t",
+    customer_id="c",
+    journey="j",
+    journey_version=1,
+    instance_id="i",
+    step_id="wait",
+    due_at=AT,
+)
 
 
 def _action() -> Action:
@@ -45,27 +53,6 @@ def _action() -> Action:
 # (model, values a caller gives): the fewest the model takes, and every field
 CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (
-        Transition,
-        {"kind": "step", "journey": "j", "version": 1, "instance_id": "i", "at": AT},
-    ),
-    (
-        Transition,
-        {
-            "kind": "goal",
-            "journey": "j",
-            "version": 2,
-            "instance_id": "i",
-            "at": AT,
-            "step_id": "s",
-            "reason": "order.placed",
-            "holdout": True,
-            "attributed_to": SENT,
-            "variants": {"subject": "a"},
-            "action": SENT,
-            "due_at": AT + timedelta(hours=1),
-        },
-    ),
-    (
         Timer,
         {
             "timer_id": "t",
@@ -77,22 +64,6 @@ CASES: list[tuple[type[BaseModel], dict[str, Any]]] = [
             "due_at": AT,
         },
     ),
-    (
-        InstanceState,
-        {
-            "journey": "j",
-            "version": 1,
-            "instance_id": "i",
-            "slot": "j#k",
-            "step_id": "start",
-            "entered_at": AT,
-            "trigger": {"type": "cart.abandoned", "payload": {"cart_id": "k"}},
-            "seen": {"cart_abandoned": {"type": "cart.abandoned"}},
-            "holdout": False,
-        },
-    ),
-    (SentAction, SENT.model_dump()),
-    (SentRecord, {"channel": ContactChannel.SMS, "at": AT}),
     (PendingSend, {"action": _action(), "requested_channel": "preferred", "on_cap": "defer"}),
 ]
 
@@ -112,35 +83,18 @@ def test_unchecked_builds_what_validation_builds(
 
 
 def test_new_model_holds_the_given_fields_and_fields_set() -> None:
-    expected = SENT.model_copy()
-    built = new_model(SentAction, dict(SENT.__dict__), {"action_id"})
+    expected = TIMER.model_copy()
+    built = new_model(Timer, dict(TIMER.__dict__), {"timer_id"})
     assert built == expected
-    assert built.model_fields_set == {"action_id"}
+    assert built.model_fields_set == {"timer_id"}
     assert built.__pydantic_extra__ is None
     assert built.__pydantic_private__ is None
     assert encode(built) == encode(expected)
 
 
-def test_a_default_factory_gives_each_model_its_own_container() -> None:
-    builder = Builder(InstanceState)
-    values = dict(CASES[3][1])
-    first, second = builder.unchecked(values), builder.unchecked(values)
-    first.vars["n"] = 1
-    first.variants["subject"] = "a"
-    assert second.vars == {}
-    assert second.variants == {}
-
-
 def test_validated_still_refuses_bad_values() -> None:
     with pytest.raises(ValidationError, match="timezone"):
-        Builder(Timer).validated(CASES[2][1] | {"due_at": datetime(2026, 3, 2)})
-
-
-def test_only_trusted_values_skip_validation() -> None:
-    naive = CASES[2][1] | {"due_at": datetime(2026, 3, 2)}
-    assert Builder(Timer)(naive, True).due_at == datetime(2026, 3, 2)
-    with pytest.raises(ValidationError, match="timezone"):
-        Builder(Timer)(naive, False)
+        Builder(Timer).validated(CASES[0][1] | {"due_at": datetime(2026, 3, 2)})
 
 
 class _WithPrivate(BaseModel):
@@ -230,9 +184,9 @@ class _NoOffset(tzinfo):
 def test_is_aware_agrees_with_pydantic_on_datetimes(moment: object, aware: bool) -> None:
     assert is_aware(moment) is aware
     if isinstance(moment, datetime):
-        record = {"channel": ContactChannel.SMS, "at": moment}
+        values = CASES[0][1] | {"due_at": moment}
         if aware:
-            assert Builder(SentRecord).validated(record).at is moment
+            assert Builder(Timer).validated(values).due_at is moment
         else:
             with pytest.raises(ValidationError):
-                Builder(SentRecord).validated(record)
+                Builder(Timer).validated(values)

@@ -9,6 +9,7 @@ from journeys import (
     CustomerState,
     Engine,
     Journey,
+    encode_state,
     library_journeys,
     merge_states,
 )
@@ -20,7 +21,6 @@ from schemas import (
     CustomerRef,
     LineItem,
     SourceChannel,
-    encode,
 )
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -117,8 +117,8 @@ def test_a_merge_leaves_both_states_it_was_given_as_they_were() -> None:
     earlier = waiting("anonymous_id:cookie-1", ANON, "web-1", T0)
     later = waiting("aino", CustomerRef(customer_id="aino"), "web-2", T0 + timedelta(minutes=1))
     later.contact.recent.append(SentRecord(channel=ContactChannel.EMAIL, at=T0))
-    before = (encode(later), encode(earlier))
+    before = (encode_state(later), encode_state(earlier))
 
     merge_states(later, earlier, T0 + timedelta(minutes=5))
 
-    assert (encode(later), encode(earlier)) == before
+    assert (encode_state(later), encode_state(earlier)) == before

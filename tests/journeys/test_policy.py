@@ -19,6 +19,7 @@ from journeys import (
     QuietHours,
     Timer,
     document_timers,
+    encode_state,
     load_journey_text,
     pending_timers,
     simulate,
@@ -39,7 +40,6 @@ from schemas import (
     ReceiptPayload,
     SourceChannel,
     Touchpoint,
-    encode,
 )
 
 # 10:00 in Helsinki (UTC+2 in winter): outside the default 21:00-08:00 quiet hours
@@ -199,9 +199,9 @@ def test_the_state_holds_every_live_timer_a_wait_and_a_deferred_send_alike() -> 
         live.update((t.timer_id, t) for t in outcome.timers)
         for timer_id in outcome.cancelled_timers:
             live.pop(timer_id)
-        document = document_timers(orjson.loads(encode(outcome.state)))
+        document = document_timers(orjson.loads(encode_state(outcome.state)))
         stored = [t.timer("c1") for t in document]
-        assert [t.timer("c1") for t in stored_state_timers(encode(outcome.state))] == stored
+        assert [t.timer("c1") for t in stored_state_timers(encode_state(outcome.state))] == stored
         by_id = {t.timer_id: t for t in pending_timers(outcome.state)}
         assert by_id == {t.timer_id: t for t in stored} == live
         # one timer looked up in the decoded state, as a worker firing it does

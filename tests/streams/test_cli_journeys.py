@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from journeys import CustomerState, Engine, library_journeys, to_dot, to_mermaid
-from schemas import CartAbandoned, CartPayload, CustomerRef, LineItem, SourceChannel, encode
+from journeys import CustomerState, Engine, encode_state, library_journeys, to_dot, to_mermaid
+from schemas import CartAbandoned, CartPayload, CustomerRef, LineItem, SourceChannel
 from streams.cli import main
 
 GOLDEN = Path(__file__).resolve().parents[1] / "journeys" / "golden"
@@ -121,7 +121,7 @@ def test_simulate_shows_what_a_migration_does_to_recorded_state(
     )
     waiting = Engine(v1).advance(CustomerState(customer_id="aino"), cart, cart.occurred_at)
     states = tmp_path / "states.jsonl"
-    states.write_bytes(encode(waiting.state) + b"\n")
+    states.write_bytes(encode_state(waiting.state) + b"\n")
 
     argv = [
         "simulate",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from journeys import CustomerState
-from schemas import encode
+from journeys import CustomerState, encode_state
 from streams._state_cache import StateCache
 
 
@@ -14,52 +13,52 @@ def state(customer: str, **profile: str) -> CustomerState:
 def test_a_state_kept_with_its_bytes_is_served_for_those_bytes() -> None:
     cache = StateCache(10)
     kept = state("aino", tier="gold")
-    cache.put(b"aino", encode(kept), kept)
+    cache.put(b"aino", encode_state(kept), kept)
     # the table's bytes are a new object with the same content, as a database read gives
-    assert cache.get(b"aino", bytes(bytearray(encode(kept)))) is kept
+    assert cache.get(b"aino", bytes(bytearray(encode_state(kept)))) is kept
 
 
 def test_a_state_is_not_served_once_the_table_holds_other_bytes() -> None:
     cache = StateCache(10)
     kept = state("aino", tier="gold")
-    cache.put(b"aino", encode(kept), kept)
+    cache.put(b"aino", encode_state(kept), kept)
     # restored from the changelog, written by another worker, or a batch discarded
-    assert cache.get(b"aino", encode(state("aino", tier="silver"))) is None
-    assert cache.get(b"eero", encode(kept)) is None
+    assert cache.get(b"aino", encode_state(state("aino", tier="silver"))) is None
+    assert cache.get(b"eero", encode_state(kept)) is None
 
 
 def test_the_least_recently_used_state_goes_first() -> None:
     cache = StateCache(2)
     states = {name: state(name) for name in ("a", "b", "c")}
-    cache.put(b"a", encode(states["a"]), states["a"])
-    cache.put(b"b", encode(states["b"]), states["b"])
-    assert cache.get(b"a", encode(states["a"])) is states["a"]  # a is now the most recent
-    cache.put(b"c", encode(states["c"]), states["c"])
+    cache.put(b"a", encode_state(states["a"]), states["a"])
+    cache.put(b"b", encode_state(states["b"]), states["b"])
+    assert cache.get(b"a", encode_state(states["a"])) is states["a"]  # a is now the most recent
+    cache.put(b"c", encode_state(states["c"]), states["c"])
     assert len(cache) == 2
-    assert cache.get(b"b", encode(states["b"])) is None
-    assert cache.get(b"a", encode(states["a"])) is states["a"]
-    assert cache.get(b"c", encode(states["c"])) is states["c"]
+    assert cache.get(b"b", encode_state(states["b"])) is None
+    assert cache.get(b"a", encode_state(states["a"])) is states["a"]
+    assert cache.get(b"c", encode_state(states["c"])) is states["c"]
 
 
 def test_capacity_zero_keeps_nothing_and_a_dropped_state_is_gone() -> None:
     nothing = StateCache(0)
     kept = state("aino")
-    nothing.put(b"aino", encode(kept), kept)
-    assert nothing.get(b"aino", encode(kept)) is None
+    nothing.put(b"aino", encode_state(kept), kept)
+    assert nothing.get(b"aino", encode_state(kept)) is None
 
     cache = StateCache(10)
-    cache.put(b"aino", encode(kept), kept)
+    cache.put(b"aino", encode_state(kept), kept)
     cache.drop(b"aino")
-    assert cache.get(b"aino", encode(kept)) is None
+    assert cache.get(b"aino", encode_state(kept)) is None
 
 
 def test_decoded_serves_the_kept_state_or_decodes_the_bytes_and_keeps_that() -> None:
     cache = StateCache(10)
     kept = state("aino", tier="gold")
-    cache.put(b"aino", encode(kept), kept)
-    assert cache.decoded(b"aino", encode(kept)) is kept
+    cache.put(b"aino", encode_state(kept), kept)
+    assert cache.decoded(b"aino", encode_state(kept)) is kept
 
-    restored = encode(state("aino", tier="silver"))  # the table holds other bytes now
+    restored = encode_state(state("aino", tier="silver"))  # the table holds other bytes now
     decoded = cache.decoded(b"aino", restored)
     assert decoded == state("aino", tier="silver")
     assert cache.get(b"aino", restored) is decoded

@@ -41,6 +41,7 @@ from schemas import decode_touchpoint, encode
 from streams._bench import BenchError, bench_settings, produce, raw_passthrough_rate
 from streams._bench_engine import bench_engine
 from streams._bench_load import mixed_events
+from streams._gc import collection_paused, tune_garbage_collector
 from streams._kafka_security import aiokafka_security_kwargs
 from streams._settings import Settings
 from streams._state_cache import StateCache
@@ -122,13 +123,15 @@ async def _run_loop(settings: Settings, handle: Handler, total: int, limit: floa
             batches = await consumer.getmany(timeout_ms=1000, max_records=_FETCH_RECORDS)
             if batches and not started:
                 started = time.monotonic()
-            for records in batches.values():
-                for record in records:
-                    for topic, key, value in handle(record.key or b"", record.value or b""):
-                        producer.produce(topic, value, key)
-                        produced += 1
-                    producer.poll(0)
-                seen += len(records)
+            # as the worker's agent runs a batch: no cyclic collection over the kept states
+            with collection_paused():
+                for records in batches.values():
+                    for record in records:
+                        for topic, key, value in handle(record.key or b"", record.value or b""):
+                            producer.produce(topic, value, key)
+                            produced += 1
+                        producer.poll(0)
+                    seen += len(records)
             left = await loop.run_in_executor(None, producer.flush, limit)
             if left:
                 raise BenchError(f"{left} records not acked in {limit:.0f} s")
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         with broker_bootstrap(base.kafka_bootstrap, log_path=workdir / "broker.log") as bootstrap:
             settings = bench_settings(base, bootstrap, workdir, "floor")
             settings.data_dir.mkdir(parents=True, exist_ok=True)
+            tune_garbage_collector(settings)  # as `polku worker` (and `polku bench`) does
             runs = floor_rates(settings, args.events, args.customers, args.rounds, args.timeout)
         print(render(runs), flush=True)
     finally:

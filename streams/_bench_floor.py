@@ -15,7 +15,8 @@ its own over the same records, and prints each one's events/s against the passth
   written and sent to the changelog, each action sent.
 
 Each loop waits for its records' acks before it commits and fetches again, as the passthrough
-and the worker do. `python -m streams._bench_floor` prints the figures.
+and the worker do, and runs with the worker's collector settings. The core loop also times
+each step of its handler (`CORE_PHASES`). `python -m streams._bench_floor` prints the figures.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import orjson
@@ -49,6 +51,16 @@ from streams._topics import ensure_topics
 from streams.broker import broker_bootstrap
 
 LOOPS = ("passthrough", "state, no journeys", "pure core, no Faust")
+# what the core loop's handler does per event, in order, each timed (`LoopRun.phases`)
+CORE_PHASES = (
+    "touchpoint decoded",
+    "state read (RocksDB)",
+    "state decoded or kept",
+    "advance",
+    "state encoded",
+    "state written (RocksDB, cache)",
+    "actions encoded",
+)
 # the stored state of `state, no journeys`: the size of a B1 customer's state midway
 _FLOOR_STATE = b"x" * 2_400
 _FETCH_RECORDS = 10_000
@@ -68,33 +80,54 @@ def _state_only(db: Rdict, changelog: str, output: str) -> Handler:
 
 
 def _pure_core(
-    db: Rdict, changelog: str, output: str, engine: Engine, now: datetime, customers: int
+    db: Rdict,
+    changelog: str,
+    output: str,
+    engine: Engine,
+    now: datetime,
+    customers: int,
+    spent: dict[str, float],
 ) -> Handler:
+    """The core loop's handler; it adds the seconds each of `CORE_PHASES` took to `spent`."""
     decoded = StateCache(customers)
+    clock = time.perf_counter
 
     def handle(key: bytes, value: bytes) -> list[tuple[str, bytes, bytes]]:
+        started = clock()
         event = decode_touchpoint(value)
+        decoded_at = clock()
         stored = db.get(key)
+        read_at = clock()
         state = (
             CustomerState(customer_id=key.decode())
             if stored is None
             else decoded.decoded(key, stored)
         )
+        loaded_at = clock()
         outcome = engine.advance(state, event, now)
+        advanced_at = clock()
         after = encode_state(outcome.state)
+        encoded_at = clock()
         db[key] = after
         decoded.put(key, after, outcome.state)
-        return [(changelog, key, after)] + [(output, key, encode(a)) for a in outcome.actions]
+        written_at = clock()
+        records = [(changelog, key, after)] + [(output, key, encode(a)) for a in outcome.actions]
+        marks = (started, decoded_at, read_at, loaded_at, advanced_at, encoded_at, written_at)
+        for phase, (start, end) in zip(CORE_PHASES, pairwise((*marks, clock())), strict=True):
+            spent[phase] += end - start
+        return records
 
     return handle
 
 
 @dataclass(frozen=True)
 class LoopRun:
-    """One loop over the records: its events/s and how many records it produced (acked)."""
+    """One loop over the records: its events/s, how many records it produced (acked), and for
+    the core loop the µs per event its handler spent in each of `CORE_PHASES`."""
 
     rate: float
     produced: int
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 async def _run_loop(settings: Settings, handle: Handler, total: int, limit: float) -> LoopRun:
@@ -159,15 +192,20 @@ def floor_rates(
         for name in LOOPS[1:]:
             path = settings.data_dir / f"floor-{round_}-{name.split(',')[0]}"
             db = Rdict(str(path), options=Options(raw_mode=True))
+            spent = dict.fromkeys(CORE_PHASES, 0.0)
             try:
                 handle = (
                     _state_only(db, changelog, output)
                     if name == LOOPS[1]
-                    else _pure_core(db, changelog, output, engine, now, customers)
+                    else _pure_core(db, changelog, output, engine, now, customers, spent)
                 )
-                runs[name].append(asyncio.run(_run_loop(settings, handle, events, timeout)))
+                run = asyncio.run(_run_loop(settings, handle, events, timeout))
             finally:
                 db.close()
+            if name == LOOPS[2]:
+                per_event = {phase: seconds / events * 1e6 for phase, seconds in spent.items()}
+                run = replace(run, phases=per_event)
+            runs[name].append(run)
     return runs
 
 
@@ -186,7 +224,22 @@ def render(runs: dict[str, list[LoopRun]]) -> str:
         lines.append(
             f"{name:<22} | {rates:<28} | {1e6 / average:>8,.1f} | {average / baseline:.3f}"
         )
+    lines.extend(_phase_lines(runs.get(LOOPS[2], [])))
     return "\n".join(lines)
+
+
+def _phase_lines(core: list[LoopRun]) -> list[str]:
+    """The core loop's µs per event in each phase, the mean of its rounds, against its whole
+    µs per event (the rest: fetching, producing, waiting for acks, committing)."""
+    timed = [run for run in core if run.phases]
+    if not timed:
+        return []
+    lines = [f"{LOOPS[2]}, µs per event by phase (mean of {len(timed)} rounds):"]
+    means = {p: sum(run.phases[p] for run in timed) / len(timed) for p in CORE_PHASES}
+    lines += [f"  {phase:<30} {value:>8,.1f}" for phase, value in means.items()]
+    whole = sum(1e6 / run.rate for run in timed) / len(timed)
+    lines.append(f"  {'in the handler':<30} {sum(means.values()):>8,.1f} of {whole:,.1f}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -126,8 +126,7 @@ def new_model(model: type[_Model], fields: dict[str, Any], fields_set: set[str])
 def is_aware(moment: object) -> bool:
     """Would pydantic take `moment` as an `AwareDatetime` as it is?
 
-    Every time the engine puts into a model derives from the `now` it was given, so a run whose
-    `now` passes this needs no validation of its times; one whose `now` does not is built with
-    validation, which then fails as it always did.
+    Every time the engine stores derives from the `now` it was given, so a run refuses a `now`
+    that fails this (`Run`), and builds its models and structs without checking their times.
     """
     return isinstance(moment, datetime) and moment.utcoffset() is not None

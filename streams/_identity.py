@@ -132,13 +132,18 @@ class IdentityProcessor:
         return bytes(found) if found else identifier
 
     async def _link_others(self, best: bytes, canonical: bytes, event: Touchpoint) -> None:
+        if isinstance(event, CustomerErased):
+            return
+        others = [key for key in event.customer.keys if key.encode() != best]
+        if not others:
+            return  # the event names one identifier (most do): nothing to link, nothing to read
         known = set(self._list(b"known:" + best))
-        fresh = [k.encode() for k in event.customer.keys if k.encode() not in known | {best}]
-        if not fresh or isinstance(event, CustomerErased):
+        fresh = [key for key in others if key not in known]
+        if not fresh:
             return
         for identifier in fresh:
-            await self._send(self._links, identifier, canonical, control_headers(LINK))
-        self._aliases[b"known:" + best] = orjson.dumps(sorted(known | {f.decode() for f in fresh}))
+            await self._send(self._links, identifier.encode(), canonical, control_headers(LINK))
+        self._aliases[b"known:" + best] = orjson.dumps(sorted(known.union(fresh)))
 
     async def _on_control(self, kind: str, key: bytes, value: bytes) -> None:
         if kind == LINK:

@@ -237,6 +237,7 @@ class PipelineRig:
     email: Topic
     settings: Settings
     clock: list[datetime]
+    links: Topic  # the identity topic: the identity step's control records
 
     def run(self, *messages: Message) -> None:
         events: list[Any] = [FakeEvent(m) for m in messages]
@@ -290,9 +291,10 @@ def pipeline_rig() -> PipelineRig:
         outbox=outbox,
     )
     shortcut = Shortcut(journeys.handle_touchpoint, backlog, tracked, PARTITIONS, outbox, metrics)
+    links = Topic()
     identity = IdentityProcessor(
         raw_topic=Topic(),
-        identity_topic=Topic(),
+        identity_topic=links,
         customer_topic=tracked,
         aliases={},
         dead_letter=journeys.send_to_dead_letter,
@@ -301,7 +303,7 @@ def pipeline_rig() -> PipelineRig:
         outbox=outbox,
     )
     pipeline = Pipeline(settings, identity, journeys, backlog)
-    return PipelineRig(pipeline, journeys, states, customers, email, settings, clock)
+    return PipelineRig(pipeline, journeys, states, customers, email, settings, clock, links)
 
 
 def instances(rig: PipelineRig, customer: bytes) -> list[str]:
@@ -309,6 +311,26 @@ def instances(rig: PipelineRig, customer: bytes) -> list[str]:
         return []
     state = decode_state(rig.states[customer])
     return [i.journey for i in state.instances.values()]
+
+
+def with_identifiers(event: Touchpoint, **identifiers: str) -> Touchpoint:
+    customer = CustomerRef(customer_id=event.customer.customer_id, **identifiers)
+    return event.model_copy(update={"customer": customer})
+
+
+def test_an_identifier_seen_with_the_customer_is_linked_once_not_with_every_event(
+    pipeline: PipelineRig,
+) -> None:
+    with_email = with_identifiers(cart("aino", 1), email="aino@example.com")
+    pipeline.run(pipeline.touchpoint(with_email))
+    assert pipeline.links.sent == [(b"email:aino@example.com", b"aino")]
+    pipeline.run(pipeline.touchpoint(with_identifiers(cart("aino", 2), email="aino@example.com")))
+    pipeline.run(pipeline.touchpoint(cart("aino", 3)))
+    assert pipeline.links.sent == [(b"email:aino@example.com", b"aino")]
+    # a new identifier beside the known one: only the new one is linked
+    both = with_identifiers(cart("aino", 4), email="aino@example.com", phone="+358401234567")
+    pipeline.run(pipeline.touchpoint(both))
+    assert pipeline.links.sent[1:] == [(b"phone:+358401234567", b"aino")]
 
 
 def test_a_touchpoint_keyed_by_its_customer_goes_to_the_journey_step_at_once(

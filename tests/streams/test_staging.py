@@ -142,6 +142,34 @@ async def test_the_writer_puts_sends_the_changelog_and_stores_the_last_acked_off
 
 
 @pytest.mark.asyncio
+async def test_a_key_written_twice_in_one_write_ends_as_its_last_write(
+    rocksdb_table: Any,
+) -> None:
+    producer = AckingProducer()
+    writer = _writer(rocksdb_table, producer)
+    store = rocksdb_table.data
+    store._db_for_partition(0).put(b"eero", b"old")
+    await writer.write(
+        [
+            (0, b"aino", b"new"),
+            (0, b"aino", None),  # put, then deleted: a tombstone, and nothing stored
+            (0, b"eero", None),
+            (0, b"eero", None),  # already deleted in this write: no second tombstone
+            (0, b"eero", b"back"),
+        ]
+    )
+    changelog = rocksdb_table.changelog_topic.get_topic_name()
+    assert producer.sent == [
+        (changelog, b"aino", b"new", 0),
+        (changelog, b"aino", None, 0),
+        (changelog, b"eero", None, 0),
+        (changelog, b"eero", b"back", 0),
+    ]
+    assert store._db_for_partition(0).get(b"aino") is None
+    assert store._db_for_partition(0).get(b"eero") == b"back"
+
+
+@pytest.mark.asyncio
 async def test_a_failed_changelog_send_is_logged_and_leaves_the_stored_offset(
     rocksdb_table: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

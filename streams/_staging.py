@@ -155,7 +155,8 @@ class TableWriter:
     buffer, and on each changelog ack stores the record's offset in the partition's database.
     Measured in B1 (1.8 table writes per event): the worker ran at 1.7-2.2k events/s with its
     table writes left out, against ~1.0k with them, so a write cost ~200 µs there. Here the
-    values go into the database directly, the changelog records to the worker's producer
+    values go into the database directly, one write batch per partition (`_PartitionWrites`),
+    the changelog records to the worker's producer
     (Faust's flush before a commit waits for them too), and each partition's offset is
     stored once per batch, from the ack of its last record: what recovery replays from there
     on is the same records, applied again to the same values.

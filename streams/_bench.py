@@ -28,6 +28,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition as AIOTopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from journeys import CustomerState, Engine, load_journeys
 from schemas import PolkuError, decode_touchpoint
@@ -184,6 +185,22 @@ def _sum_samples(page: str, name: str, exclude: str | None) -> float:
     return total
 
 
+def agent_phases(page: str) -> dict[str, float]:
+    """A worker's agent seconds by phase (`polku_worker_agent_seconds_total`), and `other`:
+    what the phases leave of the whole (`agent`)."""
+    phases: dict[str, float] = {}
+    for family in text_string_to_metric_families(page):
+        if family.name != "polku_worker_agent_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                phases[sample.labels["phase"]] = sample.value
+    if "agent" in phases:
+        parts = sum(seconds for phase, seconds in phases.items() if phase != "agent")
+        phases["other"] = phases["agent"] - parts
+    return phases
+
+
 def produce(settings: Settings, events: Iterable[Generated]) -> int:
     producer = TouchpointProducer(settings)
     try:
@@ -312,11 +329,16 @@ def bench_throughput(
     worker = Worker(settings, workdir / "b1-worker.log")
     try:
         polled, _ = measure_rate([worker], scale.events, scale.timeout_seconds)
+        # the last batch counts its phases just after its events: a moment for that
+        time.sleep(_POLL)
+        phases = agent_phases(scrape(worker.url))
     finally:
         worker.stop()
     rate = action_span_rate(_read_actions(settings, None, scale.timeout_seconds), scale.events)
     report.facts["b1_rate"] = rate
     report.facts["b1_rate_polled"] = polled
+    for phase, seconds in phases.items():
+        report.facts[f"b1_us_{phase}"] = seconds / scale.events * 1e6
     report.add(
         Row(
             "B1",

@@ -24,6 +24,7 @@ safe: events for X that were forwarded before the link are processed before the 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -87,7 +88,9 @@ class IdentityProcessor:
         self._dead_letter = dead_letter
         self._metrics = metrics
         self._deliver = deliver or self._to_customer_topic
-        self.outbox = outbox or Outbox()
+        # not `outbox or Outbox()`: an outbox with nothing pending is falsy (`__len__`), and the
+        # steps must share the one they are given
+        self.outbox = outbox if outbox is not None else Outbox()
 
     # a batch stage (`_staging.process_batch`): its alias writes are saved with the batch
     def begin(self, event: Event) -> None:
@@ -97,7 +100,9 @@ class IdentityProcessor:
         self._aliases.discard()  # the batch will be processed again from the old aliases
 
     async def save(self, set_event: SetEvent) -> None:
+        started = time.perf_counter()
         await self._aliases.apply(set_event)
+        self._metrics.phases.add("write", time.perf_counter() - started)
 
     async def handle(self, message: Message) -> None:
         control = control_of(message)
@@ -105,11 +110,13 @@ class IdentityProcessor:
             await self._on_control(control, message.key or b"", message.value or b"")
             return
         raw = message.value or b""
+        started = time.perf_counter()
         try:
             event = decode_touchpoint(raw)
         except InvalidEventError as exc:
             await self._dead_letter(message, "invalid_event", exc.reason, self.outbox)
             return
+        self._metrics.phases.add("decode", time.perf_counter() - started)
         best = event.customer.key.encode()
         if message.key != best:
             # resolve on the partition of the event's strongest identifier

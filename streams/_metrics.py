@@ -38,6 +38,20 @@ NOTHING_SENT = "none"  # step and channel of a goal reached before any action wa
 LAG_SAMPLE_SECONDS = 1.0
 _POSITION_TIMEOUT_SECONDS = 1.0
 
+# Where the journey agent's time goes, `polku_worker_agent_seconds_total` by phase: `agent` is
+# all of it (its batches of records and the timers fired after them); the others are parts of
+# that, and what they leave is the agent's other work (Faust's, the batching, the identity step).
+AGENT_PHASES = (
+    "agent",  # the whole: every batch, and the timers fired after it
+    "decode",  # a touchpoint's bytes parsed and validated
+    "load",  # the customer's state read (table, cache or decoded)
+    "advance",  # the journey engine
+    "save",  # the new state encoded and staged, its timers noted
+    "emit",  # actions and suppressions encoded and handed to the producer
+    "settle",  # waiting for the broker's acks of the batch's records
+    "write",  # the batch's table writes (RocksDB and changelog)
+    "count",  # the batch's metrics
+)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 StepKey = tuple[str, str]  # (journey, step)
@@ -54,6 +68,28 @@ class ProcessedEvent:
     outcome: Outcome
     started: float  # perf_counter when its processing began
     counts: Sequence[Count] | None = None  # its `event_counts`, if worked out ahead
+
+
+class PhaseTimes:
+    """Seconds per phase of the agent's work, added up in floats and counted once per batch.
+
+    A counter's add takes a lock: at several phases per event, a count per event would cost
+    more than some of the phases it measures.
+    """
+
+    def __init__(self, counter: Counter) -> None:
+        self._series = {phase: counter.labels(phase) for phase in AGENT_PHASES}
+        self._spent = dict.fromkeys(AGENT_PHASES, 0.0)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self._spent[phase] += seconds
+
+    def flush(self) -> None:
+        """Count what was added since the last flush."""
+        for phase, seconds in self._spent.items():
+            if seconds:
+                self._series[phase].inc(seconds)
+                self._spent[phase] = 0.0
 
 
 class WorkerMetrics:
@@ -109,6 +145,14 @@ class WorkerMetrics:
             "Time to process one event, including waiting for its actions to be acked",
             registry=reg,
         )
+        self.agent_seconds = Counter(
+            "polku_worker_agent_seconds",
+            "Seconds the journey agent spent, by phase: agent is all of it, the others are "
+            "parts of that (decode, load, advance, save, emit, settle, write, count)",
+            ["phase"],
+            registry=reg,
+        )
+        self.phases = PhaseTimes(self.agent_seconds)
 
     def _define_journey_metrics(self) -> None:
         reg = self.registry

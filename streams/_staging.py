@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -47,8 +48,10 @@ def set_current_event(event: Event | None) -> None:
 class Outbox:
     """Records produced for the current batch; `settle` waits for the broker's acks."""
 
-    def __init__(self) -> None:
+    def __init__(self, waited: Callable[[float], None] | None = None) -> None:
+        """`waited(seconds)`: told how long each `settle` took."""
         self._pending: list[Awaitable[Any]] = []
+        self._waited = waited
 
     async def send(
         self,
@@ -65,8 +68,12 @@ class Outbox:
 
     async def settle(self) -> None:
         pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
+        if not pending:
+            return
+        started = time.perf_counter()
+        await asyncio.gather(*pending)
+        if self._waited is not None:
+            self._waited(time.perf_counter() - started)
 
 
 class StagedTable:

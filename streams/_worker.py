@@ -194,10 +194,13 @@ class JourneyProcessor:
         self._suppressed = suppressed
         self._action_topics = action_topics
         self._states = StagedTable(states, table_writer(states, producer))
+        self.phases = metrics.phases
         self._decoded = StateCache(settings.state_cache_customers)
         self._clock = clock
         self._on_time = timedelta(seconds=settings.timer_on_time_seconds)
-        self.outbox = outbox or Outbox()
+        # not `outbox or Outbox()`: an outbox with nothing pending is falsy (`__len__`), and the
+        # steps must share the one they are given
+        self.outbox = outbox if outbox is not None else Outbox()
         self.index = DueTimeIndex()
         self._inputs = inputs
         self._index_changes: list[tuple[Due | None, str | None]] = []
@@ -229,11 +232,16 @@ class JourneyProcessor:
         self._finished.clear()
 
     async def save(self, set_event: SetEvent) -> None:
+        phases, clock = self.phases, time.perf_counter
+        started = clock()
         # one write per customer: the state holds its timers, so no second table (and no
         # second changelog a crash could leave behind the first) keeps them
         await self._states.apply(set_event)
         self._apply_index_changes()
+        written = clock()
         self._record_finished()
+        phases.add("write", written - started)
+        phases.add("count", clock() - written)
 
     def _apply_index_changes(self) -> None:
         changes, self._index_changes = self._index_changes, []
@@ -263,11 +271,13 @@ class JourneyProcessor:
         if control is not None:
             await self._on_control(control, message.key or b"", message.value or b"")
             return
+        started = time.perf_counter()
         try:
             event = decode_touchpoint(message.value or b"")
         except InvalidEventError as exc:
             await self.send_to_dead_letter(message, "invalid_event", exc.reason, self.outbox)
             return
+        self.phases.add("decode", time.perf_counter() - started)
         await self.handle_touchpoint(message, event)
 
     async def handle_touchpoint(
@@ -276,9 +286,11 @@ class JourneyProcessor:
         """One decoded touchpoint, keyed by its canonical customer, processed as of `now`
         (default: the clock's now)."""
         customer_key = message.key or event.customer.key.encode()
-        started = time.perf_counter()
+        clock = time.perf_counter
+        started = clock()
         try:
             before = self._load_state(customer_key)
+            loaded = clock()
             outcome = self._engine.advance(before, event, now or self._clock())
         except JourneyRuntimeError as exc:
             await self.send_to_dead_letter(message, "journey_error", str(exc), self.outbox)
@@ -291,6 +303,8 @@ class JourneyProcessor:
                 message, "journey_error", f"{type(exc).__name__}: {exc}", self.outbox
             )
             return
+        self.phases.add("load", loaded - started)
+        self.phases.add("advance", clock() - loaded)
         await self._apply(customer_key, message, event, before, outcome, started)
 
     async def _apply(
@@ -304,9 +318,14 @@ class JourneyProcessor:
         prepared: _Prepared | None = None,
     ) -> None:
         """Send an event's records and stage its state (as worked out ahead, if `prepared`)."""
+        clock = time.perf_counter
+        began = clock()
         await self._emit(prepared.records if prepared else self._records(outcome))
+        emitted = clock()
         fired = event.payload.timer_id if event.type == "timer.fired" else None
         self._save(customer_key, outcome, fired, prepared.stored_after if prepared else None)
+        self.phases.add("emit", emitted - began)
+        self.phases.add("save", clock() - emitted)
         counts = prepared.counts if prepared else None
         finished = ProcessedEvent(event, message.timestamp, before, outcome, started, counts)
         self._finished.append(finished)
@@ -724,12 +743,16 @@ class Pipeline:
 
     async def take_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """A batch of records (empty: the agent was woken), then the timers due after it."""
+        started = time.perf_counter()
         if events:
             # a collection in the middle of a batch would walk all that the batch holds; not
             # for the timers, where it did not help a burst (`streams._gc`)
             with collection_paused():
                 await self.handle_batch(events, set_event)
         await self.after_batch(events, set_event)
+        phases = self._journeys.phases
+        phases.add("agent", time.perf_counter() - started)
+        phases.flush()
 
     async def after_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
         """Fire the timers due now; an idle agent (woken, no records) also warms the states of
@@ -833,7 +856,7 @@ def build_app(
         returned=lambda tp: returned_offset(app.consumer, tp),
     )
     # one outbox: the batch's records from both steps are acked together before it saves
-    outbox = Outbox()
+    outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"))
     processor = JourneyProcessor(
         settings,
         engine,

@@ -7,6 +7,7 @@ around this (take_events, commits, changelogs) is covered by the integration tes
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,7 +40,7 @@ from schemas import (
 )
 from streams import Settings
 from streams._identity import IdentityProcessor
-from streams._metrics import WorkerMetrics
+from streams._metrics import AGENT_PHASES, WorkerMetrics
 from streams._shortcut import Backlog, Shortcut, TrackedTopic, partition_for
 from streams._staging import Event, Outbox
 from streams._state_cache import StateCache
@@ -217,6 +218,7 @@ class CustomerTopic:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, int, int]] = []
         self.ends: dict[int, int] = {}
+        self.failing = False
 
     async def send(self, **kwargs: Any) -> asyncio.Future[Any]:
         partition = kwargs["partition"]
@@ -224,7 +226,10 @@ class CustomerTopic:
         self.ends[partition] = offset + 1
         self.sent.append((kwargs["key"], partition, offset))
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        ack.set_result(SimpleNamespace(offset=offset))
+        if self.failing:
+            ack.set_exception(ConnectionError("broker unreachable"))
+        else:
+            ack.set_result(SimpleNamespace(offset=offset))
         return ack
 
 
@@ -276,7 +281,7 @@ def pipeline_rig() -> PipelineRig:
     # the customer topic's highwater: what this rig has sent there
     backlog = Backlog(highwater=lambda p: customers.ends.get(p, 0), start=lambda _: 0)
     tracked = TrackedTopic(customers, PARTITIONS, backlog)
-    outbox = Outbox()
+    outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"))  # as build_app's
     journeys = JourneyProcessor(
         settings,
         Engine(load_journeys(FAST_JOURNEYS)),
@@ -339,6 +344,20 @@ def test_a_touchpoint_keyed_by_its_customer_goes_to_the_journey_step_at_once(
     pipeline.run(pipeline.touchpoint(cart("aino", 1)))
     assert instances(pipeline, b"aino") == ["cart_fast"]
     assert pipeline.customers.sent == []
+
+
+def test_a_touchpoint_sent_round_by_the_topic_is_acked_before_its_batch_is_done(
+    pipeline: PipelineRig,
+) -> None:
+    home = partition_for(b"aino", PARTITIONS)
+    pipeline.customers.failing = True
+    elsewhere = pipeline.touchpoint(cart("aino", 1), partition=(home + 1) % PARTITIONS)
+    # the batch fails, so it is not acked and its records are read again
+    with pytest.raises(ConnectionError):
+        pipeline.run(elsewhere)
+    pipeline.customers.failing = False
+    pipeline.run(elsewhere)
+    assert [key for key, _, _ in pipeline.customers.sent] == [b"aino", b"aino"]
 
 
 def test_a_touchpoint_never_overtakes_an_earlier_one_of_its_customer_on_the_topic(
@@ -711,7 +730,40 @@ def counted(rig: PipelineRig) -> dict[str, float]:
             for sample in family.samples:
                 if not sample.name.endswith("_created"):  # when the series was made
                     sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    sums.pop("polku_worker_agent_seconds_total", None)  # a timing too
     return sums
+
+
+def agent_seconds(rig: PipelineRig) -> dict[str, float]:
+    """`polku_worker_agent_seconds_total` by phase."""
+    return {
+        sample.labels["phase"]: sample.value
+        for family in rig.journeys._metrics.registry.collect()
+        if family.name == "polku_worker_agent_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_the_agent_counts_where_its_time_goes_by_phase_once_a_batch_is_done(
+    pipeline: PipelineRig,
+) -> None:
+    take_batch = pipeline.pipeline.take_batch
+    events: list[Any] = [FakeEvent(pipeline.touchpoint(cart("aino", 1)))]
+    asyncio.run(take_batch(events, lambda _: None))
+    after_cart = agent_seconds(pipeline)
+    pipeline.clock[0] = REMINDER_DUE + timedelta(seconds=1)
+    asyncio.run(take_batch([], lambda _: None))  # woken: the reminder falls due and is sent
+    spent = agent_seconds(pipeline)
+
+    assert len(pipeline.email.sent) == 1
+    assert sorted(spent) == sorted(AGENT_PHASES)
+    parts = {phase: seconds for phase, seconds in spent.items() if phase != "agent"}
+    assert all(seconds > 0 for seconds in parts.values()), sorted(spent.items())
+    assert sum(parts.values()) <= spent["agent"]  # the parts do not overlap
+    assert after_cart["settle"] == 0  # the cart sent nothing: no acks to wait for
+    assert spent["decode"] == after_cart["decode"] > 0  # a fired timer is not decoded
+    assert spent["advance"] > after_cart["advance"] > 0
 
 
 def test_an_idle_agent_works_out_the_firing_of_timers_about_to_fall_due(

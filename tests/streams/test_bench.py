@@ -6,9 +6,18 @@ Speed is what the benchmark prints, never asserted here (README, Performance).
 from __future__ import annotations
 
 import pytest
+from prometheus_client import generate_latest
 
 from streams import Settings
-from streams._bench import SCENARIOS, BenchError, Scale, action_span_rate, run_bench
+from streams._bench import (
+    SCENARIOS,
+    BenchError,
+    Scale,
+    action_span_rate,
+    agent_phases,
+    run_bench,
+)
+from streams._metrics import AGENT_PHASES, WorkerMetrics
 
 TINY = Scale(
     events=600,
@@ -36,6 +45,11 @@ def test_every_scenario_runs_and_loses_nothing(
     assert report.facts["b1_rate"] > 0
     assert report.facts["b1_rate_polled"] > 0
     assert f"b1_rate_polled {report.facts['b1_rate_polled']:,.0f}" in printed
+    # where the B1 worker's time went, µs per event, from its own metrics
+    phases = {name: value for name, value in report.facts.items() if name.startswith("b1_us_")}
+    assert sorted(phases) == sorted(f"b1_us_{phase}" for phase in (*AGENT_PHASES, "other"))
+    assert phases["b1_us_advance"] > 0
+    assert phases["b1_us_agent"] > phases["b1_us_advance"]
     assert report.facts["b3_lost"] == 0
     assert report.facts["b3_fired_twice"] == 0
     assert report.facts["b3_load_sent"] > 0  # and fired while the worker had input
@@ -59,3 +73,24 @@ def test_a_run_with_fewer_than_two_actions_cannot_be_timed(
 ) -> None:
     with pytest.raises(BenchError, match="too few to time the run"):
         action_span_rate(actions, events=10)
+
+
+def test_the_agent_phases_are_read_from_a_worker_s_page_with_what_they_leave() -> None:
+    metrics = WorkerMetrics()
+    for phase, seconds in {"agent": 2.0, "decode": 0.25, "advance": 1.0}.items():
+        metrics.phases.add(phase, seconds)
+    metrics.phases.flush()
+    metrics.phases.add("advance", 5.0)  # not flushed: not counted yet
+
+    phases = agent_phases(generate_latest(metrics.registry).decode())
+
+    assert phases == dict.fromkeys(AGENT_PHASES, 0.0) | {
+        "agent": 2.0,
+        "decode": 0.25,
+        "advance": 1.0,
+        "other": 0.75,
+    }
+
+
+def test_a_page_without_the_agent_phases_gives_none() -> None:
+    assert agent_phases("# nothing here\n") == {}

@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 from faust.types import Message
 
-from schemas import CustomerErased, InvalidEventError, Touchpoint, decode_touchpoint
+from schemas import CustomerErased, InvalidEventError, Touchpoint
+from streams._decode_ahead import DecodedAhead
 from streams._metrics import WorkerMetrics
 from streams._staging import Event, Outbox, SetEvent, StagedTable, table_writer
 
@@ -79,8 +80,10 @@ class IdentityProcessor:
         deliver: Deliver | None = None,
         outbox: Outbox | None = None,
         producer: Callable[[], Any] | None = None,
+        decoded: DecodedAhead | None = None,
     ) -> None:
-        """`deliver` hands a resolved touchpoint on; by default to the customer topic."""
+        """`deliver` hands a resolved touchpoint on; by default to the customer topic;
+        `decoded`: the touchpoints of the batch decoded ahead (`Pipeline`)."""
         self._raw = raw_topic
         self._links = identity_topic
         self._customers = customer_topic
@@ -91,6 +94,7 @@ class IdentityProcessor:
         # not `outbox or Outbox()`: an outbox with nothing pending is falsy (`__len__`), and the
         # steps must share the one they are given
         self.outbox = outbox if outbox is not None else Outbox()
+        self.decoded = decoded if decoded is not None else DecodedAhead()
 
     # a batch stage (`_staging.process_batch`): its alias writes are saved with the batch
     def begin(self, event: Event) -> None:
@@ -112,7 +116,7 @@ class IdentityProcessor:
         raw = message.value or b""
         started = time.perf_counter()
         try:
-            event = decode_touchpoint(raw)
+            event = self.decoded.take(message)
         except InvalidEventError as exc:
             await self._dead_letter(message, "invalid_event", exc.reason, self.outbox)
             return

@@ -39,8 +39,9 @@ from journeys import (
     state_timer,
     stored_state_timers,
 )
-from schemas import InvalidEventError, TimerFired, Touchpoint, decode_touchpoint, encode
+from schemas import InvalidEventError, TimerFired, Touchpoint, encode
 from streams._client_producer import ClientProducer, ClientTopic, install_client_producer
+from streams._decode_ahead import DecodedAhead
 from streams._errors import ConfigError
 from streams._faust_batches import event_batches
 from streams._faust_drain import install_direct_delivery
@@ -182,6 +183,7 @@ class JourneyProcessor:
         outbox: Outbox | None = None,
         producer: Callable[[], Any] | None = None,
         inputs: InputProgress | None = None,
+        decoded: DecodedAhead | None = None,
     ) -> None:
         """`producer()`: the worker's producer, for table writes past Faust's table
         (`TableWriter`); `inputs`: how far the touchpoints are handled, which timers wait for
@@ -201,6 +203,7 @@ class JourneyProcessor:
         # not `outbox or Outbox()`: an outbox with nothing pending is falsy (`__len__`), and the
         # steps must share the one they are given
         self.outbox = outbox if outbox is not None else Outbox()
+        self.decoded = decoded if decoded is not None else DecodedAhead()
         self.index = DueTimeIndex()
         self._inputs = inputs
         self._index_changes: list[tuple[Due | None, str | None]] = []
@@ -273,7 +276,7 @@ class JourneyProcessor:
             return
         started = time.perf_counter()
         try:
-            event = decode_touchpoint(message.value or b"")
+            event = self.decoded.take(message)
         except InvalidEventError as exc:
             await self.send_to_dead_letter(message, "invalid_event", exc.reason, self.outbox)
             return
@@ -767,7 +770,13 @@ class Pipeline:
             self.timers_due.set()  # more to warm, after any records that arrive
 
     async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
-        await process_batch(events, set_event, (self._identity, self._journeys), self._route)
+        decoded, started = self._identity.decoded, time.perf_counter()
+        decoded.decode(event.message for event in events if control_of(event.message) is None)
+        self._journeys.phases.add("decode", time.perf_counter() - started)
+        try:
+            await process_batch(events, set_event, (self._identity, self._journeys), self._route)
+        finally:
+            decoded.forget()
         self._journeys.record_processed(events)
 
     async def _route(self, message: Message) -> None:
@@ -857,6 +866,7 @@ def build_app(
     )
     # one outbox: the batch's records from both steps are acked together before it saves
     outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"))
+    decoded = DecodedAhead()  # the batch's touchpoints, for both steps
     processor = JourneyProcessor(
         settings,
         engine,
@@ -873,6 +883,7 @@ def build_app(
         outbox=outbox,
         producer=lambda: client,
         inputs=inputs,
+        decoded=decoded,
     )
     shortcut = Shortcut(
         processor.handle_touchpoint,
@@ -892,6 +903,7 @@ def build_app(
         deliver=shortcut.deliver,
         outbox=outbox,
         producer=lambda: client,
+        decoded=decoded,
     )
     # concurrency 1: with more, Faust can commit past an in-flight message (faust#606)
     # channels' touchpoints, the identity links and the customer topic: one stream,

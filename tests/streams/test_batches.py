@@ -39,6 +39,7 @@ from schemas import (
     encode,
 )
 from streams import Settings
+from streams._decode_ahead import DecodedAhead
 from streams._identity import IdentityProcessor
 from streams._metrics import AGENT_PHASES, WorkerMetrics
 from streams._shortcut import Backlog, Shortcut, TrackedTopic, partition_for
@@ -243,6 +244,7 @@ class PipelineRig:
     settings: Settings
     clock: list[datetime]
     links: Topic  # the identity topic: the identity step's control records
+    dead_letter: Topic
 
     def run(self, *messages: Message) -> None:
         events: list[Any] = [FakeEvent(m) for m in messages]
@@ -281,19 +283,23 @@ def pipeline_rig() -> PipelineRig:
     # the customer topic's highwater: what this rig has sent there
     backlog = Backlog(highwater=lambda p: customers.ends.get(p, 0), start=lambda _: 0)
     tracked = TrackedTopic(customers, PARTITIONS, backlog)
-    outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"))  # as build_app's
+    # one outbox, one batch of touchpoints decoded ahead, for both steps, as build_app's
+    outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"))
+    decoded = DecodedAhead()
+    dead_letter = Topic()
     journeys = JourneyProcessor(
         settings,
         Engine(load_journeys(FAST_JOURNEYS)),
         metrics,
         customer_topic=tracked,
-        dead_letter=Topic(),
+        dead_letter=dead_letter,
         suppressed=Topic(),
         action_topics={"email": email}
         | {n: Topic() for n in ("sms", "push", "offer", "staff_task")},
         states=states,
         clock=lambda: clock[0],
         outbox=outbox,
+        decoded=decoded,
     )
     shortcut = Shortcut(journeys.handle_touchpoint, backlog, tracked, PARTITIONS, outbox, metrics)
     links = Topic()
@@ -306,9 +312,12 @@ def pipeline_rig() -> PipelineRig:
         metrics=metrics,
         deliver=shortcut.deliver,
         outbox=outbox,
+        decoded=decoded,
     )
     pipeline = Pipeline(settings, identity, journeys, backlog)
-    return PipelineRig(pipeline, journeys, states, customers, email, settings, clock, links)
+    return PipelineRig(
+        pipeline, journeys, states, customers, email, settings, clock, links, dead_letter
+    )
 
 
 def instances(rig: PipelineRig, customer: bytes) -> list[str]:
@@ -344,6 +353,20 @@ def test_a_touchpoint_keyed_by_its_customer_goes_to_the_journey_step_at_once(
     pipeline.run(pipeline.touchpoint(cart("aino", 1)))
     assert instances(pipeline, b"aino") == ["cart_fast"]
     assert pipeline.customers.sent == []
+
+
+def test_a_record_that_is_no_touchpoint_is_dead_lettered_in_its_batch_and_the_rest_go_on(
+    pipeline: PipelineRig,
+) -> None:
+    broken = replace_value(pipeline.touchpoint(cart("eero", 2)), b'{"type": "cart.abandoned"')
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)), broken, pipeline.touchpoint(cart("kai", 3)))
+    assert pipeline.dead_letter.sent == [(b"eero", b'{"type": "cart.abandoned"')]
+    assert instances(pipeline, b"aino") == instances(pipeline, b"kai") == ["cart_fast"]
+    assert instances(pipeline, b"eero") == []
+
+
+def replace_value(message: Message, value: bytes) -> Message:
+    return Message(message.topic, message.partition, message.offset, message.key, value)
 
 
 def test_a_touchpoint_sent_round_by_the_topic_is_acked_before_its_batch_is_done(

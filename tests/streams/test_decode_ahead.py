@@ -1,0 +1,96 @@
+"""A batch's touchpoints decoded ahead: each step takes exactly what decoding it then gives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from schemas import (
+    CartAbandoned,
+    CartPayload,
+    CustomerRef,
+    InvalidEventError,
+    LineItem,
+    SourceChannel,
+    decode_touchpoint,
+    encode,
+)
+from streams._decode_ahead import DecodedAhead
+
+
+@dataclass
+class Record:
+    value: bytes | None
+    topic: str = "polku.touchpoints"
+    partition: int = 0
+    offset: int = 0
+
+
+def cart_record(customer: str) -> Any:
+    event = CartAbandoned(
+        event_id=f"cart-{customer}",
+        occurred_at=datetime(2026, 12, 7, 9, 0, tzinfo=UTC),
+        channel=SourceChannel.WEB,
+        customer=CustomerRef(customer_id=customer),
+        payload=CartPayload(cart_id=f"k-{customer}", items=[LineItem(sku="SKU-1", name="Shoe")]),
+    )
+    return Record(encode(event))
+
+
+def test_a_record_decoded_ahead_is_taken_as_decoding_it_gives() -> None:
+    aino, eero = cart_record("aino"), cart_record("eero")
+    decoded = DecodedAhead()
+    decoded.decode([aino, eero])
+
+    assert decoded.take(eero) == decode_touchpoint(eero.value)
+    assert decoded.take(aino) == decode_touchpoint(aino.value)
+
+
+def test_a_record_that_is_no_touchpoint_is_refused_when_taken_with_its_reason() -> None:
+    broken: Any = Record(b'{"type": "cart.abandoned"}')
+    empty: Any = Record(None)
+    with pytest.raises(InvalidEventError) as now:
+        decode_touchpoint(b'{"type": "cart.abandoned"}')
+    decoded = DecodedAhead()
+    decoded.decode([broken])
+
+    with pytest.raises(InvalidEventError) as ahead:
+        decoded.take(broken)
+    assert ahead.value.reason == now.value.reason
+    assert ahead.value.raw == broken.value
+    with pytest.raises(InvalidEventError, match="not JSON"):
+        decoded.take(empty)  # not decoded ahead: decoded now, and refused alike
+
+
+def test_records_at_one_position_each_take_their_own() -> None:
+    # a position (topic, partition, offset) is no key: these two share one
+    aino, eero = cart_record("aino"), cart_record("eero")
+    decoded = DecodedAhead()
+    decoded.decode([aino, eero])
+
+    assert decoded.take(aino).customer.customer_id == "aino"
+    assert decoded.take(eero).customer.customer_id == "eero"
+
+
+def test_a_record_not_decoded_ahead_or_taken_twice_is_decoded_again() -> None:
+    aino, eero = cart_record("aino"), cart_record("eero")
+    decoded = DecodedAhead()
+    decoded.decode([aino])
+
+    assert decoded.take(eero) == decode_touchpoint(eero.value)
+    first = decoded.take(aino)
+    assert decoded.take(aino) == first
+    assert decoded.take(aino) is not first  # nothing kept once taken
+
+
+def test_the_next_batch_or_forget_drops_what_was_not_taken() -> None:
+    aino, eero = cart_record("aino"), cart_record("eero")
+    decoded = DecodedAhead()
+    decoded.decode([aino])
+    decoded.decode([eero])
+    assert decoded._results.keys() == {id(eero)}
+    decoded.forget()
+    assert decoded._results == {}

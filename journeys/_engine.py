@@ -104,13 +104,24 @@ class Engine:
         """Can instances of this version go on (loaded, or migrated to a loaded version)?"""
         return (journey, version) in self._versions or (journey, version) in self._migrations
 
-    def advance(self, state: CustomerState, event: Touchpoint, now: datetime) -> Outcome:
-        """Apply one event to one customer's state at time `now`."""
+    def advance(
+        self,
+        state: CustomerState,
+        event: Touchpoint,
+        now: datetime,
+        *,
+        event_data: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """Apply one event to one customer's state at time `now`.
+
+        `event_data`: `schemas.touchpoint_data(event)`, when the caller has it already (the
+        worker makes it for a whole batch in one pass); it is read and kept, never changed.
+        """
         if state.erased:
             return Outcome(state=state)  # forgotten: nothing about them is kept or sent
         if isinstance(event, CustomerErased):
             return _erase(state)
-        run = Run(copy_state(state), event, now, self.default_timezone)
+        run = Run(copy_state(state), event, now, self.default_timezone, given_data=event_data)
         self._migrate(run)
         _update_consent(run.state.contact, event)
         if isinstance(event, TimerFired):

@@ -32,6 +32,7 @@ from schemas import (
     WaitStep,
     action_id_for,
     stable_id,
+    touchpoint_data,
 )
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -75,6 +76,8 @@ class Run:
     # there, so timelines read in step order although the policy judges all sends at the end
     candidates: list[tuple[int, PendingSend]] = field(default_factory=list)
     suppressed: list[Suppression] = field(default_factory=list)
+    # the event's JSON data, when the caller has it already (`Engine.advance`)
+    given_data: dict[str, Any] | None = None
     event_type: str = field(init=False)
     triggered_by: str = field(init=False)
 
@@ -92,11 +95,9 @@ class Run:
         event = self.event
         if event is None:
             return {}
-        # `model_dump`'s arguments without its Python wrapper
-        data: dict[str, Any] = event.__pydantic_serializer__.to_python(
-            event, mode="json", exclude_none=True
-        )
-        return data
+        if self.given_data is not None:
+            return self.given_data
+        return touchpoint_data(event)
 
     def context(self, instance: InstanceState) -> dict[str, Any]:
         return {

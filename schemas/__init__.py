@@ -11,6 +11,7 @@ from schemas._codec import (
     decode_touchpoint,
     describe_validation_error,
     encode,
+    touchpoint_data,
     touchpoint_from_dict,
 )
 from schemas._errors import (
@@ -182,6 +183,7 @@ __all__ = [
     "json_schemas",
     "render",
     "stable_id",
+    "touchpoint_data",
     "touchpoint_from_dict",
     "write_json_schemas",
 ]

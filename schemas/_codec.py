@@ -26,6 +26,15 @@ def encode(model: BaseModel) -> bytes:
     return model.__pydantic_serializer__.to_json(model, by_alias=True, exclude_none=True)
 
 
+def touchpoint_data(event: Touchpoint) -> dict[str, Any]:
+    """The touchpoint as JSON data (no `None` fields): what journeys' paths and `seen` read."""
+    # `model_dump(mode="json", exclude_none=True)` without its Python wrapper
+    data: dict[str, Any] = event.__pydantic_serializer__.to_python(
+        event, mode="json", exclude_none=True
+    )
+    return data
+
+
 def decode_touchpoint(raw: bytes) -> Touchpoint:
     """Parse and validate one touchpoint, or raise `InvalidEventError` with reason and bytes."""
     try:

@@ -11,32 +11,40 @@ batch is so decoded ahead, and each step takes its touchpoint from here.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from faust.types import Message
 
-from schemas import InvalidEventError, Touchpoint, decode_touchpoint
+from schemas import InvalidEventError, Touchpoint, decode_touchpoint, touchpoint_data
 
 _Result = Touchpoint | InvalidEventError
 
 
 class DecodedAhead:
-    """The touchpoints of the batch in progress, decoded (or refused) ahead of their turn."""
+    """The touchpoints of the batch in progress, decoded (or refused) ahead of their turn, and
+    their JSON data (`schemas.touchpoint_data`), which the engine's paths read."""
 
     def __init__(self) -> None:
         # by the record object (its id, checked to be that very object), not by its position,
-        # which nothing here needs to trust to be unique
+        # which nothing here needs to trust to be unique; the data by its touchpoint likewise
         self._results: dict[int, tuple[Message, _Result]] = {}
+        self._data: dict[int, tuple[Touchpoint, dict[str, Any]]] = {}
 
     def decode(self, messages: Iterable[Message]) -> None:
         """Decode these records of the next batch; what the batch before left is forgotten."""
         results: dict[int, tuple[Message, _Result]] = {}
+        data: dict[int, tuple[Touchpoint, dict[str, Any]]] = {}
         for message in messages:
             try:
                 result: _Result = decode_touchpoint(message.value or b"")
             except InvalidEventError as exc:
                 result = exc
             results[id(message)] = (message, result)
-        self._results = results
+        # a pass of its own, for the same reason (offline, B1's mix: 4-10 µs per event less)
+        for _, result in results.values():
+            if not isinstance(result, InvalidEventError):
+                data[id(result)] = (result, touchpoint_data(result))
+        self._results, self._data = results, data
 
     def take(self, message: Message) -> Touchpoint:
         """The record's touchpoint, decoded ahead or else now; raises `InvalidEventError`
@@ -49,6 +57,11 @@ class DecodedAhead:
             raise result
         return result
 
+    def data_of(self, event: Touchpoint) -> dict[str, Any] | None:
+        """The JSON data of a touchpoint decoded ahead (once), None for any other."""
+        entry = self._data.pop(id(event), None)
+        return entry[1] if entry is not None and entry[0] is event else None
+
     def forget(self) -> None:
         """The batch is done: what it did not take is not kept."""
-        self._results = {}
+        self._results, self._data = {}, {}

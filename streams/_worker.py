@@ -294,7 +294,9 @@ class JourneyProcessor:
         try:
             before = self._load_state(customer_key)
             loaded = clock()
-            outcome = self._engine.advance(before, event, now or self._clock())
+            outcome = self._engine.advance(
+                before, event, now or self._clock(), event_data=self.decoded.data_of(event)
+            )
         except JourneyRuntimeError as exc:
             await self.send_to_dead_letter(message, "journey_error", str(exc), self.outbox)
             return

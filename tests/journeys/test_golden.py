@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -26,7 +27,7 @@ from journeys import (
     library_journeys,
     simulate,
 )
-from schemas import Touchpoint, encode, touchpoint_from_dict
+from schemas import Touchpoint, encode, touchpoint_data, touchpoint_from_dict
 
 GOLDEN = Path(__file__).parent / "golden"
 SCENARIOS = sorted(p.name.removesuffix(".events.jsonl") for p in GOLDEN.glob("*.events.jsonl"))
@@ -75,20 +76,49 @@ def test_simulation_is_deterministic(name: str) -> None:
 class _StoringEngine(Engine):
     """Each state read back from its stored bytes before the next event, as the worker does."""
 
-    def advance(self, state: CustomerState, event: Touchpoint, now: datetime) -> Outcome:
-        return super().advance(decode_state(encode_state(state)), event, now)
+    def advance(
+        self,
+        state: CustomerState,
+        event: Touchpoint,
+        now: datetime,
+        *,
+        event_data: dict[str, Any] | None = None,
+    ) -> Outcome:
+        stored = decode_state(encode_state(state))
+        return super().advance(stored, event, now, event_data=event_data)
 
 
 class _WatchingEngine(Engine):
-    """Fails if `advance` changes the state it was given."""
+    """Fails if `advance` changes the state or the event data it was given; gives it the
+    event's data made ahead, as the worker does."""
 
-    def advance(self, state: CustomerState, event: Touchpoint, now: datetime) -> Outcome:
-        before = encode_state(state)
-        outcome = super().advance(state, event, now)
+    def advance(
+        self,
+        state: CustomerState,
+        event: Touchpoint,
+        now: datetime,
+        *,
+        event_data: dict[str, Any] | None = None,
+    ) -> Outcome:
+        before, data = encode_state(state), touchpoint_data(event)
+        outcome = super().advance(state, event, now, event_data=data)
         assert encode_state(state) == before, (
             f"advance changed the state it was given ({event.type})"
         )
+        assert data == touchpoint_data(event), f"advance changed the event data ({event.type})"
         return outcome
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_the_event_data_given_ahead_acts_as_the_data_the_engine_makes(name: str) -> None:
+    journeys, events = _journeys(name), _events(name)
+    made = simulate(Engine(journeys, default_timezone=TIMEZONE), events)
+    given = simulate(_WatchingEngine(journeys, default_timezone=TIMEZONE), events)
+    assert given.render_timeline() == made.render_timeline()
+    assert [encode(a) for a in given.actions] == [encode(a) for a in made.actions]
+    assert {c: encode_state(s) for c, s in given.states.items()} == {
+        c: encode_state(s) for c, s in made.states.items()
+    }
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

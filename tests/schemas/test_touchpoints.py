@@ -56,6 +56,7 @@ from schemas import (
     Touchpoint,
     decode_touchpoint,
     encode,
+    touchpoint_data,
     touchpoint_from_dict,
 )
 
@@ -293,6 +294,13 @@ def test_encoded_events_carry_their_type_and_omit_absent_fields(event: Touchpoin
     document = orjson.loads(encode(event))
     assert document["type"] == event.type
     assert None not in document["customer"].values()
+
+
+@pytest.mark.parametrize("event", examples(), ids=lambda event: event.type)
+def test_an_events_data_is_its_json_without_absent_fields(event: Touchpoint) -> None:
+    data = touchpoint_data(event)
+    assert data == event.model_dump(mode="json", exclude_none=True)
+    assert data == orjson.loads(encode(event))  # the same as on the wire
 
 
 def test_decimals_travel_as_exact_strings() -> None:

@@ -734,9 +734,9 @@ def count_advances(rig: PipelineRig, monkeypatch: pytest.MonkeyPatch) -> list[st
     events: list[str] = []
     advance = rig.journeys._engine.advance
 
-    def counting(state: CustomerState, event: Touchpoint, now: datetime) -> Any:
+    def counting(state: CustomerState, event: Touchpoint, now: datetime, **options: Any) -> Any:
         events.append(event.type)
-        return advance(state, event, now)
+        return advance(state, event, now, **options)
 
     monkeypatch.setattr(rig.journeys._engine, "advance", counting)
     return events

@@ -17,6 +17,7 @@ from schemas import (
     SourceChannel,
     decode_touchpoint,
     encode,
+    touchpoint_data,
 )
 from streams._decode_ahead import DecodedAhead
 
@@ -94,3 +95,25 @@ def test_the_next_batch_or_forget_drops_what_was_not_taken() -> None:
     assert decoded._results.keys() == {id(eero)}
     decoded.forget()
     assert decoded._results == {}
+
+
+def test_a_touchpoint_decoded_ahead_comes_with_its_data_once() -> None:
+    aino, eero = cart_record("aino"), cart_record("eero")
+    decoded = DecodedAhead()
+    decoded.decode([aino])
+    event = decoded.take(aino)
+
+    assert decoded.data_of(event) == touchpoint_data(event)
+    assert decoded.data_of(event) is None  # handed out once
+    assert decoded.data_of(decoded.take(eero)) is None  # not decoded ahead: no data
+
+
+def test_the_data_is_only_ever_its_own_touchpoints() -> None:
+    aino = cart_record("aino")
+    decoded = DecodedAhead()
+    decoded.decode([aino])
+    twin = decode_touchpoint(aino.value)  # equal, but not the touchpoint decoded ahead
+
+    assert decoded.data_of(twin) is None
+    decoded.forget()
+    assert decoded.data_of(decoded.take(aino)) is None

@@ -68,9 +68,7 @@ def test_simulation_matches_the_golden_files(name: str) -> None:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_simulation_is_deterministic(name: str) -> None:
-    first, second = _run(name), _run(name)
-    assert first.render_timeline() == second.render_timeline()
-    assert [encode(a) for a in first.actions] == [encode(a) for a in second.actions]
+    assert _results(_run(name)) == _results(_run(name))
 
 
 class _StoringEngine(Engine):
@@ -114,11 +112,7 @@ def test_the_event_data_given_ahead_acts_as_the_data_the_engine_makes(name: str)
     journeys, events = _journeys(name), _events(name)
     made = simulate(Engine(journeys, default_timezone=TIMEZONE), events)
     given = simulate(_WatchingEngine(journeys, default_timezone=TIMEZONE), events)
-    assert given.render_timeline() == made.render_timeline()
-    assert [encode(a) for a in given.actions] == [encode(a) for a in made.actions]
-    assert {c: encode_state(s) for c, s in given.states.items()} == {
-        c: encode_state(s) for c, s in made.states.items()
-    }
+    assert _results(given) == _results(made)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -135,8 +129,11 @@ def test_a_state_kept_in_memory_acts_as_the_one_read_back_from_storage(name: str
     journeys, events = _journeys(name), _events(name)
     kept = simulate(Engine(journeys, default_timezone=TIMEZONE), events)
     stored = simulate(_StoringEngine(journeys, default_timezone=TIMEZONE), events)
-    assert kept.render_timeline() == stored.render_timeline()
-    assert [encode(a) for a in kept.actions] == [encode(a) for a in stored.actions]
-    assert {c: encode_state(s) for c, s in kept.states.items()} == {
-        c: encode_state(s) for c, s in stored.states.items()
-    }
+    assert _results(kept) == _results(stored)
+
+
+def _results(result: SimulationResult) -> tuple[str, list[bytes], dict[str, bytes]]:
+    """A run's timeline, actions and states, as text and bytes."""
+    actions = [encode(action) for action in result.actions]
+    states = {customer: encode_state(state) for customer, state in result.states.items()}
+    return result.render_timeline(), actions, states

@@ -121,14 +121,15 @@ class IdentityProcessor:
             await self._dead_letter(message, "invalid_event", exc.reason, self.outbox)
             return
         self._metrics.phases.add("decode", time.perf_counter() - started)
-        best = event.customer.key.encode()
+        keys = event.customer.keys  # strongest first: `CustomerRef.key` is the first
+        best = keys[0].encode()
         if message.key != best:
             # resolve on the partition of the event's strongest identifier
             self._metrics.rekeyed.inc()
             await self._send(self._raw, best, raw)
             return
         canonical = self.canonical(best)
-        await self._link_others(best, canonical, event)
+        await self._link_others(best, keys, canonical, event)
         if isinstance(event, CustomerErased):
             await self._send(self._links, canonical, b"", control_headers(FORGET))
         await self._deliver(canonical, raw, message, event)
@@ -142,10 +143,13 @@ class IdentityProcessor:
         found = self._aliases.get(b"alias:" + identifier)
         return bytes(found) if found else identifier
 
-    async def _link_others(self, best: bytes, canonical: bytes, event: Touchpoint) -> None:
+    async def _link_others(
+        self, best: bytes, keys: list[str], canonical: bytes, event: Touchpoint
+    ) -> None:
+        """Link the event's other identifiers (`keys`: all of them) to `canonical`."""
         if isinstance(event, CustomerErased):
             return
-        others = [key for key in event.customer.keys if key.encode() != best]
+        others = [key for key in keys if key.encode() != best]
         if not others:
             return  # the event names one identifier (most do): nothing to link, nothing to read
         known = set(self._list(b"known:" + best))

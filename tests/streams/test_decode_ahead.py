@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from schemas import (
-    CartAbandoned,
-    CartPayload,
-    CustomerRef,
-    InvalidEventError,
-    LineItem,
-    SourceChannel,
-    decode_touchpoint,
-    encode,
-    touchpoint_data,
-)
+from schemas import InvalidEventError, decode_touchpoint, encode, touchpoint_data
 from streams._decode_ahead import DecodedAhead
+from tests.streams.test_batches import cart
 
 
 @dataclass
@@ -31,14 +21,7 @@ class Record:
 
 
 def cart_record(customer: str) -> Any:
-    event = CartAbandoned(
-        event_id=f"cart-{customer}",
-        occurred_at=datetime(2026, 12, 7, 9, 0, tzinfo=UTC),
-        channel=SourceChannel.WEB,
-        customer=CustomerRef(customer_id=customer),
-        payload=CartPayload(cart_id=f"k-{customer}", items=[LineItem(sku="SKU-1", name="Shoe")]),
-    )
-    return Record(encode(event))
+    return Record(encode(cart(customer, 1)))
 
 
 def test_a_record_decoded_ahead_is_taken_as_decoding_it_gives() -> None:

@@ -33,6 +33,8 @@ from schemas import (
     LineItem,
     OrderPlaced,
     OrderPlacedPayload,
+    ProductViewed,
+    ProductViewedPayload,
     SourceChannel,
     Touchpoint,
     decode_action,
@@ -136,9 +138,8 @@ class Rig:
         return [decode_action(v).action_id for t in self.actions.values() for _, v in t.sent]
 
 
-@pytest.fixture
-def rig() -> Rig:
-    states: dict[bytes, bytes] = {}
+def make_rig(states: dict[bytes, bytes] | None = None) -> Rig:
+    states = {} if states is None else states
     actions = {name: Topic() for name in ("email", "sms", "push", "offer", "staff_task", "webhook")}
     processor = JourneyProcessor(
         Settings(),
@@ -152,6 +153,11 @@ def rig() -> Rig:
         clock=lambda: START,
     )
     return Rig(processor, states, actions, [])
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return make_rig()
 
 
 def test_events_of_one_customer_in_one_batch_see_each_others_state(rig: Rig) -> None:
@@ -207,6 +213,48 @@ def test_each_write_is_made_in_the_context_of_the_event_that_made_it(rig: Rig) -
     rig.run(batch(cart("aino", 1), cart("eero", 2)))
     # two events processed, then the state of each (which holds its timer) written in turn
     assert rig.current == [0, 1, 0, 1]
+
+
+class CountingTable(dict[bytes, bytes]):
+    """A states table that counts the writes made to it."""
+
+    writes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self.writes += 1
+        super().__delitem__(key)
+
+
+def viewed(customer: str, n: int) -> ProductViewed:
+    return ProductViewed(
+        event_id=f"view-{customer}-{n}",
+        occurred_at=START + timedelta(seconds=n),
+        channel=SourceChannel.WEB,
+        customer=CustomerRef(customer_id=customer),
+        payload=ProductViewedPayload(sku="SKU-1"),
+    )
+
+
+def test_an_event_that_changes_no_state_writes_nothing_and_a_later_change_is_written() -> None:
+    table = CountingTable()
+    rig = make_rig(table)
+    rig.run(batch(cart("aino", 1)))
+    assert table.writes == 1
+    stored = table[b"aino"]
+
+    # no journey of these starts on a product view or waits for one
+    rig.run(batch(viewed("aino", 2), viewed("aino", 3), order("eero", 4)))
+    assert table.writes == 1
+    assert table[b"aino"] == stored
+    assert b"eero" not in table  # nothing was ever kept of eero: nothing to write either
+
+    rig.run(batch(viewed("aino", 5), order("aino", 6)))  # the order ends aino's cart journey
+    assert table.writes == 2
+    assert not decode_state(table[b"aino"]).instances
 
 
 # ---------------------------------------------------------------------------------------------

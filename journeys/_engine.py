@@ -335,7 +335,7 @@ class Engine:
         state.instances[slot] = instance
         state.entries[journey.name] = state.entries.get(journey.name, 0) + 1
         state.last_entry_at[journey.name] = run.now
-        run.record("entered", instance, holdout=instance.holdout)
+        run.record("entered", instance)
         run.execute(journey, instance, journey.start)
 
 

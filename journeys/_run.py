@@ -115,16 +115,17 @@ class Run:
         return None
 
     def record(self, kind: TransitionKind, instance: InstanceState, **details: Any) -> None:
-        values: dict[str, Any] = {
-            "kind": kind,
-            "journey": instance.journey,
-            "version": instance.version,
-            "instance_id": instance.instance_id,
-            "at": self.now,
-            "holdout": instance.holdout,
-        }
-        values.update(details)
-        self.transitions.append(Transition(**values))
+        self.transitions.append(
+            Transition(
+                kind=kind,
+                journey=instance.journey,
+                version=instance.version,
+                instance_id=instance.instance_id,
+                at=self.now,
+                holdout=instance.holdout,
+                **details,
+            )
+        )
 
     def record_for(self, kind: TransitionKind, about: Action, **details: Any) -> None:
         """A transition about an action, whether or not its instance still runs."""

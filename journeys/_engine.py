@@ -24,8 +24,8 @@ from journeys._state import (
     SentAction,
     Timer,
     Transition,
-    copy_state,
     deferral_timer,
+    working_copy,
 )
 from schemas import (
     Action,
@@ -121,7 +121,7 @@ class Engine:
             return Outcome(state=state)  # forgotten: nothing about them is kept or sent
         if isinstance(event, CustomerErased):
             return _erase(state)
-        run = Run(copy_state(state), event, now, self.default_timezone, given_data=event_data)
+        run = Run(working_copy(state), event, now, self.default_timezone, given_data=event_data)
         self._migrate(run)
         _update_consent(run.state.contact, event)
         if isinstance(event, TimerFired):
@@ -177,7 +177,7 @@ class Engine:
 
     def migrate_state(self, state: CustomerState, now: datetime) -> Outcome:
         """What deploying the loaded versions does to a stored state (for previews)."""
-        run = Run(copy_state(state), None, now, self.default_timezone)
+        run = Run(working_copy(state), None, now, self.default_timezone)
         self._migrate(run)
         return Outcome(state=run.state, transitions=tuple(run.transitions))
 
@@ -188,11 +188,12 @@ class Engine:
         return journey
 
     def _migrate(self, run: Run) -> None:
-        for instance in run.state.instances.values():
+        for instance in list(run.state.instances.values()):
             key = (instance.journey, instance.version)
             # a newer version's `migrate` block moves its customers, loaded or not
             if key not in self._migrations:
                 continue
+            instance = run.own(instance)
             target = self._migrations[key]
             mapping = target.definition.migrate.steps if target.definition.migrate else {}
             if instance.step_id not in mapping:
@@ -217,6 +218,7 @@ class Engine:
         # firing makes this normal, so it is ignored rather than treated as an error
         if instance is None or instance.timer_id != timer.timer_id:
             return
+        instance = run.own(instance)
         instance.timer_id = instance.wake_at = None
         step = self._journey(instance).steps[instance.step_id]
         if isinstance(step, WaitStep):
@@ -248,6 +250,7 @@ class Engine:
             if run.now - instance.entered_at > goal.within:
                 continue
             if goal.where is None or evaluate(goal.where, run.context(instance)):
+                instance = run.own(instance)
                 instance.seen[seen_key(goal.event)] = run.event_data
                 run.record(
                     "goal",
@@ -274,6 +277,7 @@ class Engine:
             step = journey.steps[instance.step_id]
             if not isinstance(step, WaitForStep) or not _awaited(step, run, instance):
                 continue
+            instance = run.own(instance)
             if instance.timer_id:
                 run.cancelled_timers.append(instance.timer_id)
                 instance.timer_id = instance.wake_at = None
@@ -332,6 +336,7 @@ class Engine:
             and bucket(customer_id, journey.name, "holdout") < holdout_percent * 100,
         )
         state = run.state
+        run.adopt(instance)
         state.instances[slot] = instance
         state.entries[journey.name] = state.entries.get(journey.name, 0) + 1
         state.last_entry_at[journey.name] = run.now
@@ -417,7 +422,7 @@ def _send(run: Run, policy: ContactPolicy, action: Action) -> None:
     )
     instance = run.instance_by_id(action.instance_id)
     if instance is not None:
-        instance.last_action = sent
+        run.own(instance).last_action = sent
     run.record_for("sent", action, action=sent)
 
 

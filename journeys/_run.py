@@ -16,7 +16,14 @@ from journeys._errors import JourneyRuntimeError
 from journeys._loader import Journey
 from journeys._policy import PendingSend
 from journeys._predicates import evaluate, render, resolve
-from journeys._state import CustomerState, InstanceState, Timer, Transition, TransitionKind
+from journeys._state import (
+    CustomerState,
+    InstanceState,
+    Timer,
+    Transition,
+    TransitionKind,
+    copy_instance,
+)
 from schemas import (
     Action,
     BranchStep,
@@ -80,6 +87,8 @@ class Run:
     given_data: dict[str, Any] | None = None
     event_type: str = field(init=False)
     triggered_by: str = field(init=False)
+    # the instances this run may change (`own`), by id; holding them keeps their ids unique
+    _owned: dict[int, InstanceState] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # every time a run stores derives from `now`: so the times it builds hold an offset
@@ -149,8 +158,28 @@ class Run:
         except (ZoneInfoNotFoundError, ValueError):
             return ZoneInfo(self.default_timezone)
 
+    def own(self, instance: InstanceState) -> InstanceState:
+        """`instance` as this run may change it: the first time, a copy put in its place.
+
+        The state a run works on shares the instances of the state it was given
+        (`working_copy`), which must not change: everything that changes an instance asks
+        for it here first, and goes on with what it gets.
+        """
+        if id(instance) in self._owned:
+            return instance
+        assert self.state.instances.get(instance.slot) is instance, "not this run's instance"
+        copied = copy_instance(instance)
+        self.state.instances[instance.slot] = copied
+        self._owned[id(copied)] = copied
+        return copied
+
+    def adopt(self, instance: InstanceState) -> None:
+        """A new instance of this run's making: its own to change."""
+        self._owned[id(instance)] = instance
+
     def finish(self, instance: InstanceState) -> None:
         """End an instance wherever it is: drop it, cancel its timer, count it."""
+        instance = self.own(instance)
         self.state.instances.pop(instance.slot, None)
         if instance.timer_id:
             self.cancelled_timers.append(instance.timer_id)
@@ -160,6 +189,7 @@ class Run:
 
     def execute(self, journey: Journey, instance: InstanceState, step_id: str) -> None:
         """Run steps from `step_id` until the instance parks at a wait or exits."""
+        instance = self.own(instance)
         for _ in range(_MAX_STEPS_PER_EVENT):
             step = journey.steps[step_id]
             self.record("step", instance, step_id=step.id)

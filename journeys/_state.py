@@ -120,13 +120,24 @@ def copy_state(state: CustomerState) -> CustomerState:
     Every struct and container the engine changes in place is new: the state, its instances
     and their `vars`, `seen` and `variants`, the profile, the counters, the contact state. The
     JSON documents held in them (a trigger, a seen event, a profile value) are shared: nothing
-    changes one in place, a step only puts a new value under a key. Runs once per event, so it
-    copies no more than that.
+    changes one in place, a step only puts a new value under a key.
+    """
+    copied = working_copy(state)
+    copied.instances = {slot: copy_instance(i) for slot, i in state.instances.items()}
+    return copied
+
+
+def working_copy(state: CustomerState) -> CustomerState:
+    """`copy_state` but for the instances: the new `instances` dict holds the given ones.
+
+    For `Engine.advance`, which copies an instance only before it changes it (`Run.own`):
+    most events change one instance of a state or none, and copying them all was a tenth of
+    the engine's time on B1's mix (py-spy, 2026-12-07).
     """
     contact = state.contact
     return replace(
         state,
-        instances={slot: _copy_instance(i) for slot, i in state.instances.items()},
+        instances=dict(state.instances),
         profile=dict(state.profile),
         entries=dict(state.entries),
         last_entry_at=dict(state.last_entry_at),
@@ -140,7 +151,8 @@ def copy_state(state: CustomerState) -> CustomerState:
     )
 
 
-def _copy_instance(instance: InstanceState) -> InstanceState:
+def copy_instance(instance: InstanceState) -> InstanceState:
+    """A copy of an instance that may be changed freely (its documents shared)."""
     return replace(
         instance,
         vars=dict(instance.vars),

@@ -8,7 +8,7 @@ a recovery, a rebalance, a discarded batch or any other writer can never make it
 state the table does not hold. Keeping a state as the model the engine made is sound because
 nothing a state holds changes meaning in its JSON round trip (`tests/journeys/test_golden.py`
 replays every library scenario both ways), and because the engine never changes a state it is
-given (it works on `copy_state`).
+given (it works on a copy: `journeys._state.working_copy`, `Run.own`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from journeys import (
     JourneyRuntimeError,
     Outcome,
     Timer,
+    encode_state,
     library_journeys,
     load_journey_file,
 )
@@ -175,7 +176,39 @@ def test_an_unrelated_event_leaves_a_running_instance_as_it_was() -> None:
     outcome = engine().advance(waiting, product_viewed(), NOW + HOUR / 2)
     assert outcome == Outcome(state=waiting)
     assert outcome.state is not waiting
-    assert outcome.state.instances[JOURNEY] is not waiting.instances[JOURNEY]
+    # an instance is copied only to be changed (`Run.own`): this one is shared
+    assert outcome.state.instances[JOURNEY] is waiting.instances[JOURNEY]
+
+
+def viewed(sku: str, n: int) -> ProductViewed:
+    return ProductViewed(
+        event_id=f"ev-view-{n}",
+        occurred_at=NOW + n * HOUR,
+        channel=SourceChannel.APP,
+        customer=CustomerRef(customer_id=CUSTOMER_ID),
+        payload=ProductViewedPayload(sku=sku),
+    )
+
+
+def test_an_event_copies_only_the_instance_it_changes_and_leaves_the_given_state_as_it_was() -> (
+    None
+):
+    # browse_abandonment runs one instance per product viewed
+    [browse] = [j for j in library_journeys() if j.name == "browse_abandonment"]
+    browsing = Engine([browse])
+    state = fresh_state()
+    for n, sku in enumerate(["SKU-1", "SKU-2"]):
+        state = browsing.advance(state, viewed(sku, n), NOW + n * HOUR).state
+    given = encode_state(state)
+
+    outcome = browsing.advance(state, viewed("SKU-1", 2), NOW + 2 * HOUR)
+
+    first, second = "browse_abandonment#SKU-1", "browse_abandonment#SKU-2"
+    assert outcome.state.instances[first].step_id == "third_view"
+    assert outcome.state.instances[first] is not state.instances[first]
+    assert outcome.state.instances[second] is state.instances[second]
+    assert state.instances[first].step_id == "second_view"
+    assert encode_state(state) == given
 
 
 def test_an_empty_cart_does_not_enter() -> None:

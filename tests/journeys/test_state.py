@@ -21,7 +21,7 @@ from journeys import (
     stored_state_timers,
 )
 from journeys._policy import SentRecord
-from journeys._state import copy_state
+from journeys._state import copy_state, working_copy
 from schemas import Action, ContactChannel
 
 AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -85,6 +85,18 @@ def test_changing_a_copy_the_way_the_engine_does_leaves_the_original_as_it_was()
     copied.contact.recent.clear()
     copied.contact.deferred.clear()
     assert encode_state(state) == before
+
+
+def test_a_working_copy_shares_only_the_instances() -> None:
+    state = busy_state()
+    working = working_copy(state)
+    assert working == state
+    assert working.instances is not state.instances
+    assert all(working.instances[slot] is i for slot, i in state.instances.items())
+    for name in ("profile", "entries", "last_entry_at", "finished", "contact"):
+        assert getattr(working, name) is not getattr(state, name)
+    assert working.contact.recent is not state.contact.recent
+    assert working.contact.deferred is not state.contact.deferred
 
 
 def _with_one_field_of(busy: CustomerState, name: str) -> CustomerState:

@@ -190,9 +190,7 @@ def viewed(sku: str, n: int) -> ProductViewed:
     )
 
 
-def test_an_event_copies_only_the_instance_it_changes_and_leaves_the_given_state_as_it_was() -> (
-    None
-):
+def test_an_event_copies_only_the_instance_it_changes_the_given_state_unchanged() -> None:
     # browse_abandonment runs one instance per product viewed
     [browse] = [j for j in library_journeys() if j.name == "browse_abandonment"]
     browsing = Engine([browse])

@@ -45,6 +45,7 @@ LIBRARY = Path(__file__).resolve().parents[1] / "journeys" / "library"
 BENCH_POLICY = Path(__file__).resolve().parent / "policies" / "demo.yaml"
 _POLL = 0.5
 _FIRST_RECORD_SECONDS = 15.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc's CPU times
 
 
 class BenchError(PolkuError):
@@ -228,9 +229,11 @@ def processed(worker: Worker) -> float:
     return worker.metric("polku_events_total", exclude='type="timer.fired"')
 
 
-def measure_rate(workers: Sequence[Worker], total: int, timeout: float) -> tuple[float, float]:
+def measure_rate(
+    workers: Sequence[Worker], total: int, timeout: float, cpu: CpuWindow | None = None
+) -> tuple[float, float]:
     """(events/s, seconds) of the workers together, from the first processed event to the
-    last, read at `_POLL`.
+    last, read at `_POLL`; `cpu`, if given, spans the same.
 
     A run so small that the workers finished it before the first read counts from the first
     worker's start instead, its start-up included: a lower bound, not a zero."""
@@ -241,11 +244,69 @@ def measure_rate(workers: Sequence[Worker], total: int, timeout: float) -> tuple
     first = wait_until(lambda: done_so_far() > 0, timeout, "the workers' first event")
     started_count = done_so_far()
     if started_count >= total:
+        if cpu is not None:
+            cpu.end()  # begun when the worker started
         seconds = max(first - workers[0].started, 1e-9)
         return total / seconds, seconds
+    if cpu is not None:
+        cpu.begin()
     done = wait_until(lambda: done_so_far() >= total, timeout, f"{total} events processed")
+    if cpu is not None:
+        cpu.end()
     seconds = max(done - first, 1e-9)
     return (total - started_count) / seconds, seconds
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds process `pid` has used so far, all its threads (Linux)."""
+    # the fields after the command, which may hold spaces and parentheses itself
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all the machine's cores have spent busy so far (Linux `/proc/stat`)."""
+    # user nice system idle iowait irq softirq steal ...: idle and waiting are not busy, and
+    # time the hypervisor gave to others (steal) was not ours
+    user, nice, system, _, _, irq, softirq = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+    )
+    return (user + nice + system + irq + softirq) / _CLOCK_TICKS
+
+
+class CpuWindow:
+    """The CPU a worker process and the whole machine used over a span, in cores (1.0: one
+    core busy for the whole span), from the kernel's accounting: what the worker could have
+    had, beside what the broker and the load generator took on the same cores.
+
+    The span starts when the process started (`started`, monotonic) unless `begin` moves it."""
+
+    def __init__(self, pid: int, started: float) -> None:
+        self._pid = pid
+        self._start = (started, 0.0, machine_busy_seconds())
+        self._end: tuple[float, float, float] | None = None
+
+    def _sample(self) -> tuple[float, float, float]:
+        return time.monotonic(), process_cpu_seconds(self._pid), machine_busy_seconds()
+
+    def begin(self) -> None:
+        self._start = self._sample()
+
+    def end(self) -> None:
+        self._end = self._sample()
+
+    def cores(self) -> tuple[float, float]:
+        """(worker, machine) cores used over the span."""
+        if self._end is None:
+            raise BenchError("the CPU window was never ended")
+        (began, worker_began, machine_began), (ended, worker, machine) = self._start, self._end
+        seconds = max(ended - began, 1e-9)
+        return (worker - worker_began) / seconds, (machine - machine_began) / seconds
+
+    def report(self, report: Report, scenario: str) -> None:
+        worker, machine = self.cores()
+        report.facts[f"{scenario}_cpu_worker_pct"] = 100 * worker
+        report.facts[f"{scenario}_cpu_machine_pct"] = 100 * machine
 
 
 def action_span_rate(actions: Sequence[tuple[str, float]], events: int) -> float:
@@ -327,8 +388,9 @@ def bench_throughput(
     produce(settings, mixed_events(scale.events, scale.customers, now))
     baseline = raw_passthrough_rate(settings, scale.events)
     worker = Worker(settings, workdir / "b1-worker.log")
+    cpu = CpuWindow(worker.process.pid, worker.started)
     try:
-        polled, _ = measure_rate([worker], scale.events, scale.timeout_seconds)
+        polled, _ = measure_rate([worker], scale.events, scale.timeout_seconds, cpu)
         # the last batch counts its phases just after its events: a moment for that
         time.sleep(_POLL)
         phases = agent_phases(scrape(worker.url))
@@ -337,6 +399,7 @@ def bench_throughput(
     rate = action_span_rate(_read_actions(settings, None, scale.timeout_seconds), scale.events)
     report.facts["b1_rate"] = rate
     report.facts["b1_rate_polled"] = polled
+    cpu.report(report, "b1")
     for phase, seconds in phases.items():
         report.facts[f"b1_us_{phase}"] = seconds / scale.events * 1e6
     report.add(
@@ -379,22 +442,23 @@ def bench_latency(
     settings = bench_settings(base, bootstrap, workdir, "b2")
     ensure_topics(settings)
     worker = Worker(settings, workdir / "b2-worker.log")
+    cpu = CpuWindow(worker.process.pid, worker.started)
+
+    def warmed() -> None:
+        wait_until(lambda: processed(worker) >= 1, scale.timeout_seconds, "the warm-up event")
+        cpu.begin()
+
     try:
         count = int(rate * scale.latency_seconds)
-        produced_at = _paced_signups(
-            settings,
-            count,
-            rate,
-            warmed=lambda: wait_until(
-                lambda: processed(worker) >= 1, scale.timeout_seconds, "the warm-up event"
-            ),
-        )
+        produced_at = _paced_signups(settings, count, rate, warmed)
+        cpu.end()  # the span of the paced load
         # 10% of signups are the welcome journey's holdout: they get no action
         latencies = _action_latencies(settings, produced_at, int(count * 0.85), 120.0)
     finally:
         worker.stop()
     if not latencies:
         raise BenchError("no action came back for the latency run")
+    cpu.report(report, "b2")
     ms = [1000 * s for s in latencies]
     report.add(
         Row(

@@ -5,6 +5,9 @@ Speed is what the benchmark prints, never asserted here (README, Performance).
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from prometheus_client import generate_latest
 
@@ -12,9 +15,12 @@ from streams import Settings
 from streams._bench import (
     SCENARIOS,
     BenchError,
+    CpuWindow,
     Scale,
     action_span_rate,
     agent_phases,
+    machine_busy_seconds,
+    process_cpu_seconds,
     run_bench,
 )
 from streams._metrics import AGENT_PHASES, WorkerMetrics
@@ -50,6 +56,11 @@ def test_every_scenario_runs_and_loses_nothing(
     assert sorted(phases) == sorted(f"b1_us_{phase}" for phase in (*AGENT_PHASES, "other"))
     assert phases["b1_us_advance"] > 0
     assert phases["b1_us_agent"] > phases["b1_us_advance"]
+    # the CPU the B1 and B2 workers and the machine used, in % of a core
+    for scenario in ("b1", "b2"):
+        worker = report.facts[f"{scenario}_cpu_worker_pct"]
+        assert 0 < worker <= 100 * (os.cpu_count() or 1) + 5, (scenario, worker)
+        assert report.facts[f"{scenario}_cpu_machine_pct"] > 0
     assert report.facts["b3_lost"] == 0
     assert report.facts["b3_fired_twice"] == 0
     assert report.facts["b3_load_sent"] > 0  # and fired while the worker had input
@@ -94,3 +105,51 @@ def test_the_agent_phases_are_read_from_a_worker_s_page_with_what_they_leave() -
 
 def test_a_page_without_the_agent_phases_gives_none() -> None:
     assert agent_phases("# nothing here\n") == {}
+
+
+def _burn_cpu(seconds: float) -> float:
+    """Keep this thread busy for `seconds` of its process's CPU time (at most 10 s of wall
+    time); the CPU seconds it took, by the process clock."""
+    started, deadline = time.process_time(), time.monotonic() + 10.0
+    total = 0
+    while time.process_time() - started < seconds and time.monotonic() < deadline:
+        total += sum(range(10_000))
+    assert total > 0
+    return time.process_time() - started
+
+
+def test_a_process_s_cpu_time_is_read_as_its_own_clock_counts_it() -> None:
+    before = process_cpu_seconds(os.getpid())
+    burnt = _burn_cpu(0.3)
+    read = process_cpu_seconds(os.getpid()) - before
+
+    assert burnt >= 0.3
+    # /proc counts in clock ticks (10 ms), the process clock to the nanosecond
+    assert read == pytest.approx(burnt, abs=0.05)
+
+
+def test_the_machine_s_busy_time_includes_this_process_s() -> None:
+    process, machine = process_cpu_seconds(os.getpid()), machine_busy_seconds()
+    _burn_cpu(0.3)
+    used = process_cpu_seconds(os.getpid()) - process
+
+    assert machine_busy_seconds() - machine >= used - 0.05
+
+
+def test_a_cpu_window_gives_the_cores_used_over_its_span() -> None:
+    window = CpuWindow(os.getpid(), time.monotonic())
+    window.begin()
+    began = time.monotonic()
+    burnt = _burn_cpu(0.3)
+    window.end()
+    span = time.monotonic() - began
+
+    worker, machine = window.cores()
+
+    assert worker == pytest.approx(burnt / span, abs=0.1)
+    assert machine >= worker - 0.1
+
+
+def test_a_cpu_window_not_ended_has_no_figures() -> None:
+    with pytest.raises(BenchError, match="never ended"):
+        CpuWindow(os.getpid(), time.monotonic()).cores()

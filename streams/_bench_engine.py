@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from journeys import CustomerState, Engine, decode_state, encode_state
 from schemas import decode_touchpoint
-from streams._bench import BENCH_POLICY, LIBRARY
 from streams._bench_load import mixed_events
 from streams._cli_journeys import worker_engine
 from streams._settings import Settings
 
+LIBRARY = Path(__file__).resolve().parents[1] / "journeys" / "library"
+BENCH_POLICY = Path(__file__).resolve().parent / "policies" / "demo.yaml"
 # fixed, so that a run is a pure function of its arguments
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PHASES = ("decode", "load", "advance", "encode")

@@ -56,6 +56,10 @@ def test_every_scenario_runs_and_loses_nothing(
     assert sorted(phases) == sorted(f"b1_us_{phase}" for phase in (*AGENT_PHASES, "other"))
     assert phases["b1_us_advance"] > 0
     assert phases["b1_us_agent"] > phases["b1_us_advance"]
+    # the pure core alone on the same mix, offline, beside the worker
+    assert report.facts["b1_core_rate"] > 0
+    assert report.facts["b1_core_us_per_event"] > 0
+    assert "pure core alone, offline" in printed
     # the CPU the B1 and B2 workers and the machine used, in % of a core
     for scenario in ("b1", "b2"):
         worker = report.facts[f"{scenario}_cpu_worker_pct"]

@@ -40,6 +40,7 @@ _POLL_SECONDS = 0.05
 _QUEUE_FULL_PAUSE_SECONDS = 0.005
 _QUEUE_FULL_LIMIT_SECONDS = 60.0
 _CLOSE_FLUSH_SECONDS = 30.0
+_SEND_NOW_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,13 @@ class ClientProducer(mode.Service):
                 await asyncio.sleep(_QUEUE_FULL_PAUSE_SECONDS)
         self._unacked.add(acked)
         return acked
+
+    async def send_now(self) -> None:
+        """Send what lingers at once, and wait for its acks (librdkafka's flush, off the loop)."""
+        producer = self._producer
+        if producer is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, producer.flush, _SEND_NOW_SECONDS)
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acked or has failed."""

@@ -104,8 +104,15 @@ class Settings(BaseSettings):
         ),
     ] = 10_000
     producer_linger_seconds: Annotated[
-        float, Field(ge=0, le=1, description="how long the worker's producer gathers a batch")
-    ] = 0.005
+        float,
+        Field(
+            ge=0,
+            le=1,
+            description="how long the worker's producer gathers records while the worker works "
+            "through a backlog (full batches); a batch that took all that was queued is sent "
+            "at once when it is done",
+        ),
+    ] = 0.05
     fetch_max_wait_ms: Annotated[
         int, Field(ge=1, le=10_000, description="longest wait of the worker's consumer in a fetch")
     ] = 50

@@ -48,10 +48,16 @@ def set_current_event(event: Event | None) -> None:
 class Outbox:
     """Records produced for the current batch; `settle` waits for the broker's acks."""
 
-    def __init__(self, waited: Callable[[float], None] | None = None) -> None:
-        """`waited(seconds)`: told how long each `settle` took."""
+    def __init__(
+        self,
+        waited: Callable[[float], None] | None = None,
+        send_now: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`waited(seconds)`: told how long each `settle` took. `send_now()`: has the producer
+        send what it holds back at once (`ClientProducer.send_now`)."""
         self._pending: list[Awaitable[Any]] = []
         self._waited = waited
+        self._send_now = send_now
 
     async def send(
         self,
@@ -66,11 +72,19 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._pending)
 
-    async def settle(self) -> None:
+    async def settle(self, at_once: bool = True) -> None:
+        """Wait for the acks of the batch's records; `at_once`: without the producer's linger.
+
+        Not at once, the records go out as the producer gathers them (`linger.ms`): for a
+        worker working through a backlog, fewer and larger requests, which leave the broker
+        and the worker's own client more of the machine's CPU.
+        """
         pending, self._pending = self._pending, []
         if not pending:
             return
         started = time.perf_counter()
+        if at_once and self._send_now is not None:
+            await self._send_now()
         await asyncio.gather(*pending)
         if self._waited is not None:
             self._waited(time.perf_counter() - started)
@@ -337,11 +351,12 @@ async def process_batch(
     stages: Sequence[BatchStage],
     handle: Callable[[Message], Awaitable[None]],
     keep: Callable[[], bool] = _always,
+    at_once: bool = True,
 ) -> bool:
     """Handle every event, wait for the acks of all they produced, and only then save.
 
     `keep()` is asked once the acks are in: when it no longer holds (a rebalance has taken the
-    partitions away), nothing is saved and the result is False.
+    partitions away), nothing is saved and the result is False. `at_once`: see `Outbox.settle`.
     """
     try:
         for event in events:
@@ -350,7 +365,7 @@ async def process_batch(
                 stage.begin(event)
             await handle(event.message)
         for stage in stages:
-            await stage.outbox.settle()
+            await stage.outbox.settle(at_once)
     except BaseException:
         for stage in stages:
             stage.discard()

@@ -786,8 +786,13 @@ class Pipeline:
         decoded, started = self._identity.decoded, time.perf_counter()
         decoded.decode(event.message for event in events if control_of(event.message) is None)
         self._journeys.phases.add("decode", time.perf_counter() - started)
+        # a full batch means a backlog: its records go out as the producer gathers them, and
+        # the next batch follows at once; a batch that took all that was queued is sent at
+        # once, since its actions are what the customers wait for
+        at_once = len(events) < self._settings.batch_max_events
+        stages = (self._identity, self._journeys)
         try:
-            await process_batch(events, set_event, (self._identity, self._journeys), self._route)
+            await process_batch(events, set_event, stages, self._route, at_once=at_once)
         finally:
             decoded.forget()
         self._journeys.record_processed(events)
@@ -878,7 +883,9 @@ def build_app(
         returned=lambda tp: returned_offset(app.consumer, tp),
     )
     # one outbox: the batch's records from both steps are acked together before it saves
-    outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"))
+    outbox = Outbox(
+        waited=functools.partial(metrics.phases.add, "settle"), send_now=client.send_now
+    )
     decoded = DecodedAhead()  # the batch's touchpoints, for both steps
     processor = JourneyProcessor(
         settings,

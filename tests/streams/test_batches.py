@@ -293,6 +293,7 @@ class PipelineRig:
     clock: list[datetime]
     links: Topic  # the identity topic: the identity step's control records
     dead_letter: Topic
+    send_now_calls: list[None]  # one per time the outbox had the producer send at once
 
     def run(self, *messages: Message) -> None:
         events: list[Any] = [FakeEvent(m) for m in messages]
@@ -332,7 +333,12 @@ def pipeline_rig() -> PipelineRig:
     backlog = Backlog(highwater=lambda p: customers.ends.get(p, 0), start=lambda _: 0)
     tracked = TrackedTopic(customers, PARTITIONS, backlog)
     # one outbox, one batch of touchpoints decoded ahead, for both steps, as build_app's
-    outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"))
+    send_now_calls: list[None] = []
+
+    async def send_now() -> None:
+        send_now_calls.append(None)
+
+    outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"), send_now=send_now)
     decoded = DecodedAhead()
     dead_letter = Topic()
     journeys = JourneyProcessor(
@@ -364,7 +370,16 @@ def pipeline_rig() -> PipelineRig:
     )
     pipeline = Pipeline(settings, identity, journeys, backlog)
     return PipelineRig(
-        pipeline, journeys, states, customers, email, settings, clock, links, dead_letter
+        pipeline,
+        journeys,
+        states,
+        customers,
+        email,
+        settings,
+        clock,
+        links,
+        dead_letter,
+        send_now_calls,
     )
 
 
@@ -411,6 +426,35 @@ def test_a_record_that_is_no_touchpoint_is_dead_lettered_in_its_batch_and_the_re
     assert pipeline.dead_letter.sent == [(b"eero", b'{"type": "cart.abandoned"')]
     assert instances(pipeline, b"aino") == instances(pipeline, b"kai") == ["cart_fast"]
     assert instances(pipeline, b"eero") == []
+
+
+def test_a_batch_that_took_all_that_was_queued_has_its_records_sent_at_once(
+    pipeline: PipelineRig,
+) -> None:
+    broken = replace_value(pipeline.touchpoint(cart("eero", 2)), b"{")
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)), broken)
+    # fewer events than the agent takes at most: nothing more was queued
+    assert len(pipeline.send_now_calls) == 1  # the dead letter, without the producer's linger
+    assert pipeline.dead_letter.sent == [(b"eero", b"{")]
+
+
+def test_a_full_batch_leaves_its_records_to_the_producer_s_linger(pipeline: PipelineRig) -> None:
+    # as many events as the agent takes at most: more are queued, the next batch follows
+    pipeline.pipeline._settings = Settings(partitions=PARTITIONS, batch_max_events=2)
+    broken = replace_value(pipeline.touchpoint(cart("eero", 2)), b"{")
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)), broken)
+    assert pipeline.send_now_calls == []
+    assert pipeline.dead_letter.sent == [(b"eero", b"{")]  # acked before the batch saved
+    assert instances(pipeline, b"aino") == ["cart_fast"]
+
+
+def test_fired_timers_have_their_records_sent_at_once(pipeline: PipelineRig) -> None:
+    pipeline.pipeline._settings = Settings(partitions=PARTITIONS, batch_max_events=1)
+    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
+    assert pipeline.send_now_calls == []  # a full batch, and it produced nothing
+    assert pipeline.fire(REMINDER_DUE) == 1
+    assert len(pipeline.send_now_calls) == 1  # the reminder, as soon as it is due
+    assert [key for key, _ in pipeline.email.sent] == [b"aino"]
 
 
 def replace_value(message: Message, value: bytes) -> Message:
@@ -525,9 +569,9 @@ def test_fired_timers_are_not_saved_when_a_revoke_comes_while_they_wait_for_acks
     journeys = pipeline.journeys
     settle = journeys.outbox.settle
 
-    async def revoked_meanwhile() -> None:
+    async def revoked_meanwhile(at_once: bool = True) -> None:
         journeys.forget_partitions()  # what the revoke handler does, during the wait
-        await settle()
+        await settle(at_once)
 
     journeys.outbox.settle = revoked_meanwhile  # type: ignore[method-assign]
 
@@ -631,7 +675,7 @@ def test_fired_timers_cancelled_while_they_wait_for_acks_go_back_into_the_index(
     pipeline.run(pipeline.touchpoint(cart("aino", 1)))
     saved = dict(pipeline.states)
 
-    async def cancelled() -> None:
+    async def cancelled(at_once: bool = True) -> None:
         raise asyncio.CancelledError
 
     pipeline.journeys.outbox.settle = cancelled  # type: ignore[method-assign]

@@ -97,6 +97,28 @@ async def test_flush_waits_for_every_record_sent_before_it(
 
 
 @pytest.mark.asyncio
+async def test_send_now_returns_once_what_lingered_is_acked(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # the longest linger the settings allow: the records would otherwise wait for it
+    settings = _settings(kafka_bootstrap, tmp_path).model_copy(
+        update={"producer_linger_seconds": 1.0}
+    )
+    lingering = ClientProducer(settings)
+    await lingering.start()
+    try:
+        topic = ClientTopic(lingering, _topic(kafka_bootstrap, tmp_path, "now"))
+        acks = [await topic.send(key=b"k%d" % n, value=b"v") for n in range(20)]
+        assert not any(ack.done() for ack in acks)
+
+        await lingering.send_now()
+
+        assert all(ack.done() and ack.exception() is None for ack in acks)
+    finally:
+        await lingering.stop()
+
+
+@pytest.mark.asyncio
 async def test_a_record_the_broker_did_not_take_fails_its_future(
     producer: ClientProducer,
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 from faust.types import TP
 
 from streams._staging import (
+    Outbox,
     StagedTable,
     TableWriter,
     partition_reader,
@@ -226,3 +227,57 @@ def test_stored_items_are_the_active_partitions_pairs_as_faust_reads_them(
 def test_stored_items_of_a_table_that_is_not_a_plain_rocksdb_one_come_through_faust() -> None:
     plain_mapping = {b"aino": bytearray(b"state of aino")}
     assert list(stored_items(plain_mapping)) == [(b"aino", b"state of aino")]
+
+
+class _Acks:
+    """A stand-in producer: records are acked only when it is told to send them now."""
+
+    def __init__(self) -> None:
+        self.held: list[asyncio.Future[int]] = []
+        self.sent_now = 0
+
+    async def send(self, **_: Any) -> asyncio.Future[int]:
+        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.held.append(ack)
+        return ack
+
+    async def send_now(self) -> None:
+        self.sent_now += 1
+        for n, ack in enumerate(self.held):
+            ack.set_result(n)
+        self.held = []
+
+
+@pytest.mark.asyncio
+async def test_settling_at_once_has_the_producer_send_now_and_waits_for_the_acks() -> None:
+    producer = _Acks()
+    outbox = Outbox(send_now=producer.send_now)
+    await outbox.send(producer, b"k", b"v")
+    await outbox.send(producer, b"k", b"w")
+
+    await asyncio.wait_for(outbox.settle(), timeout=5)
+
+    assert producer.sent_now == 1
+    assert len(outbox) == 0
+
+
+@pytest.mark.asyncio
+async def test_settling_not_at_once_leaves_the_records_to_the_producer() -> None:
+    producer = _Acks()
+    outbox = Outbox(send_now=producer.send_now)
+    await outbox.send(producer, b"k", b"v")
+    held = list(producer.held)
+
+    settling = asyncio.ensure_future(outbox.settle(at_once=False))
+    await asyncio.sleep(0)
+    assert producer.sent_now == 0
+    assert not settling.done()  # waiting for the ack the producer sends in its own time
+    held[0].set_result(0)
+    await asyncio.wait_for(settling, timeout=5)
+
+
+@pytest.mark.asyncio
+async def test_an_outbox_with_nothing_pending_does_not_ask_to_send() -> None:
+    producer = _Acks()
+    await Outbox(send_now=producer.send_now).settle()
+    assert producer.sent_now == 0

@@ -4,32 +4,47 @@ from __future__ import annotations
 
 import argparse
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams._settings import Settings
 
+if TYPE_CHECKING:
+    from streams._bench import Scale
+
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from streams._bench import SCENARIOS, Scale, run_bench
+    from streams._bench import SCENARIOS, run_bench
 
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         print(f"error: unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
         return 2
-    scale = Scale(
+    if args.latency_rate < 0:
+        print(
+            f"error: --latency-rate must be 0 (half of B1's rate) or more, not {args.latency_rate}"
+        )
+        return 2
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    run_bench(settings, scale_from_args(args), names)
+    return 0
+
+
+def scale_from_args(args: argparse.Namespace) -> Scale:
+    """The scale flags of `polku bench`, as the benchmark takes them."""
+    from streams._bench import Scale
+
+    return Scale(
         events=args.events,
         customers=args.customers,
         timers=args.timers,
         burst=args.burst,
         burst_load=args.burst_load,
         latency_seconds=args.latency_seconds,
+        latency_rate=args.latency_rate,
         recovery_customers=args.recovery_customers,
         timeout_seconds=args.timeout,
     )
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    run_bench(settings, scale, names)
-    return 0
 
 
 def _stop_on_sigterm(signum: int, _: object) -> None:
@@ -56,6 +71,12 @@ def register(commands: Any) -> None:
     )
     bench.add_argument(
         "--latency-seconds", type=float, default=defaults["latency_seconds"], help="B2 duration"
+    )
+    bench.add_argument(
+        "--latency-rate",
+        type=float,
+        default=defaults["latency_rate"],
+        help="B2 signups/s (default 0: half of the run's B1 rate)",
     )
     bench.add_argument(
         "--recovery-customers",

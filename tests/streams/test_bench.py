@@ -19,11 +19,14 @@ from streams._bench import (
     Scale,
     action_span_rate,
     agent_phases,
+    latency_rate,
     machine_busy_seconds,
     process_cpu_seconds,
     run_bench,
 )
+from streams._cli_bench import cmd_bench, scale_from_args
 from streams._metrics import AGENT_PHASES, WorkerMetrics
+from streams.cli import _parser
 
 TINY = Scale(
     events=600,
@@ -65,11 +68,46 @@ def test_every_scenario_runs_and_loses_nothing(
         worker = report.facts[f"{scenario}_cpu_worker_pct"]
         assert 0 < worker <= 100 * (os.cpu_count() or 1) + 5, (scenario, worker)
         assert report.facts[f"{scenario}_cpu_machine_pct"] > 0
+    # B2 at half of B1's rate, its latencies among the facts
+    assert report.facts["b2_rate"] == pytest.approx(max(10.0, report.facts["b1_rate"] / 2))
+    assert 0 < report.facts["b2_p50_ms"] <= report.facts["b2_p99_ms"] <= report.facts["b2_max_ms"]
+    assert f"latency ms at {report.facts['b2_rate']:,.0f}/s" in printed
     assert report.facts["b3_lost"] == 0
     assert report.facts["b3_fired_twice"] == 0
     assert report.facts["b3_load_sent"] > 0  # and fired while the worker had input
     assert report.facts["b5_expected"] > 0
     assert report.facts["b5_lost"] == 0
+
+
+def test_b2_runs_at_half_of_the_run_s_b1_rate_by_default() -> None:
+    assert latency_rate(Scale(), {"b1_rate": 3_600.0}) == 1_800.0
+
+
+def test_b2_runs_at_the_rate_given() -> None:
+    assert latency_rate(Scale(latency_rate=1_750.0), {"b1_rate": 3_600.0}) == 1_750.0
+
+
+def test_b2_without_b1_runs_at_500_per_second_and_never_under_10() -> None:
+    assert latency_rate(Scale(), {}) == 500.0
+    assert latency_rate(Scale(), {"b1_rate": 4.0}) == 10.0
+
+
+def test_the_latency_rate_flag_reaches_the_scale() -> None:
+    args = _parser().parse_args(["bench", "--scenarios", "b2", "--latency-rate", "1750"])
+
+    assert scale_from_args(args).latency_rate == 1_750.0
+    assert scale_from_args(_parser().parse_args(["bench"])) == Scale()
+
+
+def test_a_negative_latency_rate_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = _parser().parse_args(["bench", "--latency-rate", "-1"])
+
+    assert cmd_bench(Settings(kafka_bootstrap="127.0.0.1:1"), args) == 2
+    assert (
+        "--latency-rate must be 0 (half of B1's rate) or more, not -1.0" in capsys.readouterr().out
+    )
 
 
 def test_a_run_is_timed_from_its_first_action_to_its_last_in_any_order() -> None:

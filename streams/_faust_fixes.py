@@ -108,7 +108,7 @@ def install_fetch_timing(settings: Settings) -> None:
     Every partition of that broker waited: B2's whole tail at 500/s was two or three such
     0.1 s stalls in the first 0.3 s of its run. `_faust_resume.pause_untaken_changelogs` now
     pauses them in aiokafka too, which removed the stalls; this setting stays for a consumer
-    that holds untaken records for another reason (README, "Performance").
+    that holds untaken records for another reason (docs/performance-log.md).
     """
     thread_class: Any = faust_aiokafka.AIOKafkaConsumerThread
     create = getattr(thread_class, "_polku_original_create", thread_class._create_worker_consumer)

@@ -40,11 +40,11 @@ def collection_paused() -> Iterator[None]:
     customers, `gc.callbacks`): 59 collections of the youngest generation took 2.5 s of a
     ~20 s run, and 8 took 0.5 s with the batches in this block. B1 in three interleaved
     pairs of runs: 2,866 -> 3,198 events/s on average at 60,000 events, 2,206 -> 2,638 at
-    150,000 (README, "Performance").
+    150,000 (docs/performance-log.md).
 
     Not a batch of fired timers: with those paused too, the restarted worker of a burst of
     10,000 ran one collection of 0.4 s (B3, `--timers 200000`, one run), and the burst's lag
-    was no better for the pause (README).
+    was no better for the pause (docs/performance-log.md).
     """
     enabled = gc.isenabled()
     gc.disable()

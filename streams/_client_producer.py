@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,9 @@ _POLL_SECONDS = 0.05
 _QUEUE_FULL_PAUSE_SECONDS = 0.005
 _QUEUE_FULL_LIMIT_SECONDS = 60.0
 _CLOSE_FLUSH_SECONDS = 30.0
-_SEND_NOW_SECONDS = 30.0
+# how long one `send_now` keeps librdkafka sending without its linger (its flush, in a thread);
+# long enough for its threads to wake and send what is queued, short enough not to hold acks
+_SEND_NOW_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,10 @@ class ClientProducer(mode.Service):
         self._unacked: set[asyncio.Future[Delivered]] = set()
         self._closing = threading.Event()
         self._poller: threading.Thread | None = None
+        # `send_now`: one flush at a time in a thread of its own, and at most one waiting
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polku-send-now")
+        self._send_lock = threading.Lock()
+        self._send_waiting = False
 
     async def on_start(self) -> None:
         self._event_loop = asyncio.get_running_loop()
@@ -94,6 +101,7 @@ class ClientProducer(mode.Service):
         if left:
             log.error("producer stopped with %d records the broker has not acked", left)
         self._closing.set()
+        self._sender.shutdown(wait=False, cancel_futures=True)
         if self._poller is not None:
             await loop.run_in_executor(None, self._poller.join)
         self._resolve()
@@ -134,12 +142,28 @@ class ClientProducer(mode.Service):
         self._unacked.add(acked)
         return acked
 
-    async def send_now(self) -> None:
-        """Send what lingers at once, and wait for its acks (librdkafka's flush, off the loop)."""
-        producer = self._producer
-        if producer is None:
+    def send_now(self) -> None:
+        """Have what the producer holds back (`linger.ms`) sent at once; returns at once.
+
+        The acks come as for any record, so a caller waits for those of its own records only.
+        librdkafka skips its linger only while a `flush` runs, and a flush waits for every
+        record not yet acked, those of other batches too (each state's changelog record), so
+        it runs in a thread of its own for `_SEND_NOW_SECONDS` at most: a flush wakes the
+        client's threads when it begins, which then send everything queued. A call while one
+        waits to begin is already served by it; one that comes while it runs gets the next.
+        """
+        if self._producer is None or self._closing.is_set():
             return
-        await asyncio.get_running_loop().run_in_executor(None, producer.flush, _SEND_NOW_SECONDS)
+        with self._send_lock:
+            if self._send_waiting:
+                return
+            self._send_waiting = True
+        self._sender.submit(self._send_queued, self._producer)
+
+    def _send_queued(self, producer: Producer) -> None:
+        with self._send_lock:
+            self._send_waiting = False
+        producer.flush(_SEND_NOW_SECONDS)
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acked or has failed."""

@@ -51,10 +51,10 @@ class Outbox:
     def __init__(
         self,
         waited: Callable[[float], None] | None = None,
-        send_now: Callable[[], Awaitable[None]] | None = None,
+        send_now: Callable[[], None] | None = None,
     ) -> None:
         """`waited(seconds)`: told how long each `settle` took. `send_now()`: has the producer
-        send what it holds back at once (`ClientProducer.send_now`)."""
+        send what it holds back at once, without waiting (`ClientProducer.send_now`)."""
         self._pending: list[Awaitable[Any]] = []
         self._waited = waited
         self._send_now = send_now
@@ -84,7 +84,7 @@ class Outbox:
             return
         started = time.perf_counter()
         if at_once and self._send_now is not None:
-            await self._send_now()
+            self._send_now()
         await asyncio.gather(*pending)
         if self._waited is not None:
             self._waited(time.perf_counter() - started)

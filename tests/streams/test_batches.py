@@ -335,7 +335,7 @@ def pipeline_rig() -> PipelineRig:
     # one outbox, one batch of touchpoints decoded ahead, for both steps, as build_app's
     send_now_calls: list[None] = []
 
-    async def send_now() -> None:
+    def send_now() -> None:
         send_now_calls.append(None)
 
     outbox = Outbox(waited=functools.partial(metrics.phases.add, "settle"), send_now=send_now)

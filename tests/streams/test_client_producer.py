@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -97,25 +98,64 @@ async def test_flush_waits_for_every_record_sent_before_it(
 
 
 @pytest.mark.asyncio
-async def test_send_now_returns_once_what_lingered_is_acked(
+async def test_send_now_has_what_lingers_sent_without_waiting_out_the_linger(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    # the longest linger the settings allow: the records would otherwise wait for it
-    settings = _settings(kafka_bootstrap, tmp_path).model_copy(
-        update={"producer_linger_seconds": 1.0}
-    )
-    lingering = ClientProducer(settings)
+    lingering = ClientProducer(_settings(kafka_bootstrap, tmp_path))
+    # a minute's linger (the settings allow a second): without send_now the records would
+    # not be acked within the test's patience, with it they are at once
+    lingering._config["linger.ms"] = 60_000
     await lingering.start()
     try:
         topic = ClientTopic(lingering, _topic(kafka_bootstrap, tmp_path, "now"))
+        # the producer's first records wait for its producer id; librdkafka's own flush
+        # (which waits for every ack) gets it one, so only the linger is left to skip
+        await topic.send(key=b"warm", value=b"up")
+        client = lingering._producer
+        assert client is not None
+        assert await asyncio.get_running_loop().run_in_executor(None, client.flush, 30) == 0
         acks = [await topic.send(key=b"k%d" % n, value=b"v") for n in range(20)]
         assert not any(ack.done() for ack in acks)
 
-        await lingering.send_now()
+        lingering.send_now()
 
-        assert all(ack.done() and ack.exception() is None for ack in acks)
+        delivered = await asyncio.wait_for(asyncio.gather(*acks), timeout=30)
+        assert len({(d.partition, d.offset) for d in delivered}) == 20
     finally:
         await lingering.stop()
+
+
+class _BlockingFlush:
+    """A stand-in librdkafka producer whose flush waits until it is let go."""
+
+    def __init__(self) -> None:
+        self.flushes = 0
+        self.let_go = threading.Event()
+        self.flushing = threading.Event()
+
+    def flush(self, timeout: float) -> int:
+        self.flushes += 1
+        self.flushing.set()
+        self.let_go.wait(timeout=30)
+        return 0
+
+
+def test_send_now_runs_one_flush_at_a_time_and_keeps_at_most_one_waiting(
+    tmp_path: Path,
+) -> None:
+    producer = ClientProducer(_settings("127.0.0.1:9", tmp_path))
+    flush = _BlockingFlush()
+    producer._producer = flush  # type: ignore[assignment]
+    try:
+        producer.send_now()
+        assert flush.flushing.wait(timeout=30)  # the first one runs
+        for _ in range(5):
+            producer.send_now()  # one waits for it, the rest are served by that one
+        flush.let_go.set()
+    finally:
+        producer._sender.shutdown(wait=True)
+
+    assert flush.flushes == 2
 
 
 @pytest.mark.asyncio

@@ -241,7 +241,7 @@ class _Acks:
         self.held.append(ack)
         return ack
 
-    async def send_now(self) -> None:
+    def send_now(self) -> None:
         self.sent_now += 1
         for n, ack in enumerate(self.held):
             ack.set_result(n)

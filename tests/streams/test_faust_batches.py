@@ -276,3 +276,90 @@ def test_an_error_thrown_into_a_channel_waiting_with_a_wake_is_raised() -> None:
 
     with pytest.raises(KeyError):
         asyncio.run(run())
+
+
+def never_done() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
+
+
+def test_more_takes_what_is_queued_into_the_batch_and_it_is_acked_with_it() -> None:
+    rig = Rig()
+    rig.put(0, 1)
+
+    async def run() -> tuple[list[int], list[int]]:
+        batches = event_batches(rig, 10)
+        batch = await anext(batches)
+        rig.put(2, 3, 4)
+        rig.put(5, generation=GENERATION - 1)  # of a consumer generation gone: skipped
+        taken = await batch.more(never_done(), 10)
+        assert rig.acked == []  # not before the agent is done with the batch
+        rig.put(6)
+        following = await anext(batches)
+        return [e.message.offset for e in taken], [e.message.offset for e in following]
+
+    assert asyncio.run(run()) == ([2, 3, 4], [6])
+    assert rig.acked == [0, 1, 2, 3, 4]
+    assert rig.tracked == [0, 1, 2, 3, 4, 6]
+
+
+def test_more_takes_no_more_than_its_limit() -> None:
+    rig = Rig()
+    rig.put(0)
+
+    async def run() -> tuple[list[int], list[int]]:
+        async for batch in event_batches(rig, 10):
+            rig.put(1, 2, 3)
+            first = await batch.more(never_done(), 2)
+            none = await batch.more(never_done(), 0)
+            return [e.message.offset for e in first], [e.message.offset for e in none]
+        return [], []
+
+    assert asyncio.run(run()) == ([1, 2], [])
+
+
+def test_more_waits_for_the_first_arrival_while_the_acks_are_on_their_way() -> None:
+    rig = Rig()
+    rig.put(0)
+
+    async def run() -> list[int]:
+        async for batch in event_batches(rig, 10):
+            asyncio.get_running_loop().call_later(0.01, rig.put, 7)
+            taken = await asyncio.wait_for(batch.more(never_done(), 10), 1)
+            return [e.message.offset for e in taken]
+        return []
+
+    assert asyncio.run(run()) == [7]
+
+
+def test_more_gives_nothing_once_the_acks_are_in_and_nothing_is_queued() -> None:
+    rig = Rig()
+    rig.put(0)
+
+    async def run() -> tuple[int, int]:
+        async for batch in event_batches(rig, 10):
+            acks = never_done()
+            asyncio.get_running_loop().call_later(0.01, acks.set_result, None)
+            waited = await asyncio.wait_for(batch.more(acks, 10), 1)
+            at_once = await batch.more(acks, 10)  # done already: no wait at all
+            rig.put(1)  # a record that comes after: the next batch's
+            return len(waited), len(at_once)
+        return -1, -1
+
+    assert asyncio.run(run()) == (0, 0)
+    assert rig.queue.qsize() == 1  # left where it was
+
+
+def test_a_stop_thrown_in_while_a_batch_takes_more_ends_the_stream_after_that_batch() -> None:
+    rig = Rig()
+    rig.put(0)
+
+    async def run() -> list[list[int]]:
+        batches: list[list[int]] = []
+        async for batch in event_batches(rig, 10):
+            asyncio.get_running_loop().call_later(0.01, rig.queue.throw, StopAsyncIteration())
+            assert await asyncio.wait_for(batch.more(never_done(), 10), 1) == []
+            batches.append([event.message.offset for event in batch])
+        return batches
+
+    assert asyncio.run(asyncio.wait_for(run(), 2)) == [[0]]
+    assert rig.acked == [0]  # the batch was done, so it is acked

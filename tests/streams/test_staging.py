@@ -17,6 +17,7 @@ from streams._staging import (
     StagedTable,
     TableWriter,
     partition_reader,
+    process_batch,
     stored_items,
     table_writer,
 )
@@ -281,3 +282,109 @@ async def test_an_outbox_with_nothing_pending_does_not_ask_to_send() -> None:
     producer = _Acks()
     await Outbox(send_now=producer.send_now).settle()
     assert producer.sent_now == 0
+
+
+class _HeldAcks(_Acks):
+    """Records are acked only when the test says so; `send_now` only counts."""
+
+    def send_now(self) -> None:
+        self.sent_now += 1
+
+    def ack_all(self) -> None:
+        for n, ack in enumerate(self.held):
+            ack.set_result(n)
+        self.held = []
+
+
+@pytest.mark.asyncio
+async def test_acked_sends_what_is_queued_once_and_keeps_the_records_pending() -> None:
+    producer = _HeldAcks()
+    outbox = Outbox(send_now=producer.send_now)
+    await outbox.send(producer, b"k", b"v")
+
+    acked = outbox.acked()
+    outbox.acked()  # nothing queued since: not sent again
+
+    assert producer.sent_now == 1
+    assert not acked.done()
+    producer.ack_all()
+    await asyncio.wait_for(acked, timeout=5)
+    assert len(outbox) == 1  # `settle` still waits for it
+    await asyncio.wait_for(outbox.settle(), timeout=5)
+    assert producer.sent_now == 1  # settling sent nothing twice
+
+
+class _Stage:
+    """A batch stage that sends one record per event and says what it saved."""
+
+    def __init__(self, producer: _Acks, fail_on: bytes = b"") -> None:
+        self.outbox = Outbox(send_now=producer.send_now)
+        self.producer = producer
+        self.fail_on = fail_on
+        self.staged: list[bytes] = []
+        self.saved: list[bytes] = []
+        self.discarded = False
+
+    def begin(self, event: Any) -> None:
+        pass
+
+    def discard(self) -> None:
+        self.staged.clear()
+        self.discarded = True
+
+    async def save(self, set_event: Any) -> None:
+        self.saved, self.staged = self.staged, []
+
+    async def handle(self, message: Any) -> None:
+        if message.value == self.fail_on:
+            raise ValueError(f"cannot handle {message.value!r}")
+        self.staged.append(message.value)
+        await self.outbox.send(self.producer, b"k", message.value)
+
+
+def _events(*values: bytes) -> list[Any]:
+    return [SimpleNamespace(message=SimpleNamespace(value=v, partition=0)) for v in values]
+
+
+@pytest.mark.asyncio
+async def test_events_arriving_while_a_batch_waits_for_acks_are_handled_before_it_settles() -> None:
+    producer = _HeldAcks()
+    stage = _Stage(producer)
+    seen_acked: list[bool] = []
+    waves = [_events(b"c", b"d"), []]
+
+    async def arrivals(acked: Any) -> list[Any]:
+        seen_acked.append(asyncio.ensure_future(acked).done())
+        if not waves[0]:
+            producer.ack_all()  # the acks come in, and nothing more arrives
+            await acked
+        return waves.pop(0)
+
+    saved = await asyncio.wait_for(
+        process_batch(_events(b"a", b"b"), _no_event, (stage,), stage.handle, arrivals=arrivals),
+        timeout=5,
+    )
+
+    assert saved
+    assert stage.saved == [b"a", b"b", b"c", b"d"]
+    assert seen_acked == [False, False]  # the first arrivals came before any ack
+    assert producer.sent_now == 2  # each part sent as it was handled, none again at settling
+
+
+@pytest.mark.asyncio
+async def test_a_failing_arrival_discards_the_whole_batch() -> None:
+    producer = _Acks()
+    stage = _Stage(producer, fail_on=b"c")
+
+    async def arrivals(acked: Any) -> list[Any]:
+        return _events(b"c")
+
+    with pytest.raises(ValueError, match="cannot handle"):
+        await process_batch(_events(b"a"), _no_event, (stage,), stage.handle, arrivals=arrivals)
+
+    assert stage.discarded
+    assert stage.saved == []
+
+
+def _no_event(event: Any) -> None:
+    pass

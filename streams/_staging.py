@@ -57,9 +57,6 @@ class Outbox:
         send what it holds back at once, without waiting (`ClientProducer.send_now`)."""
         self._pending: list[Awaitable[Any]] = []
         self._unsent = False  # records queued since the producer was last told to send at once
-        # `acked`: the future of the acks of the first `_watched` pending records
-        self._acked: asyncio.Future[Any] | None = None
-        self._watched = 0
         self._waited = waited
         self._send_now = send_now
 
@@ -85,7 +82,6 @@ class Outbox:
         and the worker's own client more of the machine's CPU.
         """
         pending, self._pending = self._pending, []
-        self._acked, self._watched = None, 0
         if not pending:
             return
         started = time.perf_counter()
@@ -98,13 +94,7 @@ class Outbox:
         """Sends what is queued at once; a future done when every record so far is acked (or
         one has failed). The records stay pending: `settle` still waits for them."""
         self._send_queued()
-        # the last future and the records since: a batch asks after each group of arrivals,
-        # and a gather of all its records each time would cost as much as the records do
-        fresh = self._pending[self._watched :]
-        if self._acked is not None:
-            fresh.insert(0, self._acked)
-        self._acked, self._watched = asyncio.gather(*fresh), len(self._pending)
-        return self._acked
+        return asyncio.gather(*self._pending)
 
     def report_wait(self, seconds: float) -> None:
         """Count `seconds` the batch spent waiting for its acks."""

@@ -244,9 +244,6 @@ class _Acks:
 
     def send_now(self) -> None:
         self.sent_now += 1
-        self.ack_all()
-
-    def ack_all(self) -> None:
         for n, ack in enumerate(self.held):
             ack.set_result(n)
         self.held = []
@@ -292,6 +289,11 @@ class _HeldAcks(_Acks):
 
     def send_now(self) -> None:
         self.sent_now += 1
+
+    def ack_all(self) -> None:
+        for n, ack in enumerate(self.held):
+            ack.set_result(n)
+        self.held = []
 
 
 @pytest.mark.asyncio

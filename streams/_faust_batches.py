@@ -59,7 +59,7 @@ class Batch(list[Event]):
 
 async def event_batches(
     stream: Any, max_events: int, wake: asyncio.Event | None = None
-) -> AsyncIterator[Batch]:
+) -> AsyncIterator[list[Event]]:
     """Batches of the events queued for `stream`'s agent, as it iterates them.
 
     With `wake`, an agent waiting for events is also woken when `wake` is set, with an empty

@@ -42,7 +42,6 @@ from schemas import (
 )
 from streams import Settings
 from streams._decode_ahead import DecodedAhead
-from streams._faust_batches import Batch
 from streams._identity import IdentityProcessor
 from streams._metrics import AGENT_PHASES, WorkerMetrics
 from streams._shortcut import Backlog, Shortcut, TrackedTopic, partition_for
@@ -447,80 +446,6 @@ def test_a_full_batch_leaves_its_records_to_the_producer_s_linger(pipeline: Pipe
     assert pipeline.send_now_calls == []
     assert pipeline.dead_letter.sent == [(b"eero", b"{")]  # acked before the batch saved
     assert instances(pipeline, b"aino") == ["cart_fast"]
-
-
-class Arrivals:
-    """What `Batch.more` hands the agent: each call the next group of events, then none."""
-
-    def __init__(self, *groups: list[Any]) -> None:
-        self.groups = list(groups)
-        self.calls: list[int] = []  # the limit of each call
-
-    async def __call__(self, done: Any, limit: int) -> list[Any]:
-        self.calls.append(limit)
-        return self.groups.pop(0) if self.groups else []
-
-
-def taking(arrivals: Arrivals, *messages: Message) -> Batch:
-    return Batch([FakeEvent(m) for m in messages], arrivals)  # type: ignore[misc]
-
-
-def test_events_that_arrive_while_a_batch_waits_for_its_acks_are_handled_and_saved_in_it(
-    pipeline: PipelineRig,
-) -> None:
-    # each part has a record to send: a dead letter
-    broken = [replace_value(pipeline.touchpoint(cart(n, 9)), b"{") for n in ("eero", "kai")]
-    arrivals = Arrivals([FakeEvent(pipeline.touchpoint(cart("ilmari", 2))), FakeEvent(broken[1])])
-    events = taking(arrivals, pipeline.touchpoint(cart("aino", 1)), broken[0])
-
-    asyncio.run(pipeline.pipeline.handle_batch(events, lambda _: None))
-
-    keys = [event.message.key for event in events]
-    assert keys == [b"aino", b"eero", b"ilmari", b"kai"]  # the batch Faust acks, all of it
-    assert instances(pipeline, b"aino") == instances(pipeline, b"ilmari") == ["cart_fast"]
-    assert [key for key, _ in pipeline.dead_letter.sent] == [b"eero", b"kai"]
-    assert arrivals.calls == [998, 996]  # up to the batch's size, asked until none came
-    assert len(pipeline.send_now_calls) == 2  # each part's records sent as it was handled
-
-
-def test_a_full_batch_takes_nothing_more_in(pipeline: PipelineRig) -> None:
-    pipeline.pipeline._settings = Settings(partitions=PARTITIONS, batch_max_events=1)
-    arrivals = Arrivals([FakeEvent(pipeline.touchpoint(cart("eero", 2)))])
-    events = taking(arrivals, pipeline.touchpoint(cart("aino", 1)))
-
-    asyncio.run(pipeline.pipeline.handle_batch(events, lambda _: None))
-
-    assert arrivals.calls == []  # a backlog: the next batch follows at once anyway
-    assert instances(pipeline, b"aino") == ["cart_fast"]
-
-
-def test_a_batch_takes_nothing_more_in_once_timers_are_due(pipeline: PipelineRig) -> None:
-    pipeline.run(pipeline.touchpoint(cart("aino", 1)))
-    pipeline.clock[0] = REMINDER_DUE
-    arrivals = Arrivals([FakeEvent(pipeline.touchpoint(cart("kai", 3)))])
-    events = taking(arrivals, pipeline.touchpoint(cart("eero", 2)))
-
-    asyncio.run(pipeline.pipeline.handle_batch(events, lambda _: None))
-
-    assert arrivals.calls == []  # the batch ends so that the reminder fires after it
-    assert instances(pipeline, b"eero") == ["cart_fast"]
-    assert pipeline.fire(REMINDER_DUE) == 1
-
-
-def test_an_arrival_whose_send_fails_leaves_the_whole_batch_unsaved(
-    pipeline: PipelineRig,
-) -> None:
-    home = partition_for(b"eero", PARTITIONS)
-    # a record from a channel that partitions by another hash goes round by the topic
-    elsewhere = pipeline.touchpoint(cart("eero", 2), partition=(home + 1) % PARTITIONS)
-    arrivals = Arrivals([FakeEvent(elsewhere)])
-    events = taking(arrivals, pipeline.touchpoint(cart("aino", 1)))
-    pipeline.customers.failing = True
-
-    with pytest.raises(ConnectionError):
-        asyncio.run(pipeline.pipeline.handle_batch(events, lambda _: None))
-
-    assert pipeline.states == {}  # aino's cart too: the batch is read again, all of it
 
 
 def test_fired_timers_have_their_records_sent_at_once(pipeline: PipelineRig) -> None:

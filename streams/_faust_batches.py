@@ -20,41 +20,18 @@ the unprocessed offset back into them (the books are defaultdicts), and if the p
 back to this worker, the seek to the committed offset reads the record again while its offset
 already counts as acked. The commit could then pass it before it is processed a second time,
 and a crash in between would lose it. Unacked, it is simply read again after the seek.
-
-A batch is a `Batch`: while the agent waits for the acks of what its batch produced, it can
-take the events that arrive meanwhile into the same batch (`Batch.more`), so that they are not
-held up behind a wait for acks that is not theirs; they are tracked, and acked with the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from streams._staging import Event
 
 _WOKEN = object()
-
-TakeMore = Callable[[Awaitable[Any], int], Awaitable[list[Event]]]
-
-
-class Batch(list[Event]):
-    """The events of one batch, in order; `more` takes in those that arrive while it waits."""
-
-    def __init__(self, events: list[Event], take_more: TakeMore) -> None:
-        super().__init__(events)
-        self._take_more = take_more
-
-    async def more(self, done: Awaitable[Any], limit: int) -> list[Event]:
-        """The events queued now, or the first to arrive before `done` completes (none once it
-        has and nothing is queued), at most `limit`: added to the batch, and acked with it."""
-        if limit <= 0:
-            return []
-        taken = await self._take_more(done, limit)
-        self.extend(taken)
-        return taken
 
 
 async def event_batches(
@@ -69,19 +46,7 @@ async def event_batches(
     channel = stream.channel.__aiter__()
     queue = channel.queue
     app = stream.app
-    stopping: list[BaseException] = []
-
-    async def take_more(done: Awaitable[Any], limit: int) -> list[Event]:
-        try:
-            first = await _next_or_done(queue, done)
-        except StopAsyncIteration as stop:
-            stopping.append(stop)  # the stream ends once this batch is done
-            return []
-        if first is _WOKEN:
-            return []
-        return _admit(app, _queued(queue, first, limit))
-
-    while not stream.should_stop and not stopping:
+    while not stream.should_stop:
         try:
             # raises what Faust threw into the channel (the queue's get does that too)
             first = await _next_or_woken(queue, wake)
@@ -90,44 +55,17 @@ async def event_batches(
             # it becomes a RuntimeError, logged as the agent crashing at every shutdown
             return
         if first is _WOKEN:
-            yield Batch([], take_more)
+            yield []
             continue
-        batch = Batch(_admit(app, _queued(queue, first, max_events)), take_more)
+        queued = [first]
+        while len(queued) < max_events and not queue.empty():
+            queued.append(queue.get_nowait())
+        batch = [event for event in queued if _admitted(app, event)]
         if batch:
+            _mark_inbound(app, batch)
             yield batch
         for event in batch:
             await stream.ack(event)
-
-
-def _queued(queue: Any, first: Any, limit: int) -> list[Any]:
-    queued = [first]
-    while len(queued) < limit and not queue.empty():
-        queued.append(queue.get_nowait())
-    return queued
-
-
-def _admit(app: Any, queued: list[Any]) -> list[Event]:
-    admitted = [event for event in queued if _admitted(app, event)]
-    if admitted:
-        _mark_inbound(app, admitted)
-    return admitted
-
-
-async def _next_or_done(queue: Any, done: Awaitable[Any]) -> Any:
-    """The next queued event, or `_WOKEN` once `done` has completed and none is queued."""
-    if not queue.empty():
-        return await queue.get()
-    waited = asyncio.ensure_future(done)
-    if not waited.done():
-        getter = asyncio.ensure_future(queue.get())
-        try:
-            await asyncio.wait((getter, waited), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # a cancelled get leaves the queue as it was (asyncio.Queue hands the item on)
-            getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-    return _WOKEN
 
 
 async def _next_or_woken(queue: Any, wake: asyncio.Event | None) -> Any:

@@ -56,7 +56,6 @@ class Outbox:
         """`waited(seconds)`: told how long each `settle` took. `send_now()`: has the producer
         send what it holds back at once, without waiting (`ClientProducer.send_now`)."""
         self._pending: list[Awaitable[Any]] = []
-        self._unsent = False  # records queued since the producer was last told to send at once
         self._waited = waited
         self._send_now = send_now
 
@@ -69,7 +68,6 @@ class Outbox:
     ) -> None:
         # `send` returns once the record is queued in the client; the ack comes with `settle`
         self._pending.append(await topic.send(key=key, value=value, headers=headers))
-        self._unsent = True
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -85,26 +83,11 @@ class Outbox:
         if not pending:
             return
         started = time.perf_counter()
-        if at_once:
-            self._send_queued()
-        await asyncio.gather(*pending)
-        self.report_wait(time.perf_counter() - started)
-
-    def acked(self) -> asyncio.Future[Any]:
-        """Sends what is queued at once; a future done when every record so far is acked (or
-        one has failed). The records stay pending: `settle` still waits for them."""
-        self._send_queued()
-        return asyncio.gather(*self._pending)
-
-    def report_wait(self, seconds: float) -> None:
-        """Count `seconds` the batch spent waiting for its acks."""
-        if self._waited is not None:
-            self._waited(seconds)
-
-    def _send_queued(self) -> None:
-        if self._unsent and self._send_now is not None:
+        if at_once and self._send_now is not None:
             self._send_now()
-        self._unsent = False
+        await asyncio.gather(*pending)
+        if self._waited is not None:
+            self._waited(time.perf_counter() - started)
 
 
 class StagedTable:
@@ -362,10 +345,6 @@ def _always() -> bool:
     return True
 
 
-# the events that arrived while a batch waited for the acks of all it produced (the future)
-Arrivals = Callable[[Awaitable[Any]], Awaitable[Sequence[Event]]]
-
-
 async def process_batch(
     events: Sequence[Event],
     set_event: SetEvent,
@@ -373,20 +352,18 @@ async def process_batch(
     handle: Callable[[Message], Awaitable[None]],
     keep: Callable[[], bool] = _always,
     at_once: bool = True,
-    arrivals: Arrivals | None = None,
 ) -> bool:
     """Handle every event, wait for the acks of all they produced, and only then save.
 
     `keep()` is asked once the acks are in: when it no longer holds (a rebalance has taken the
     partitions away), nothing is saved and the result is False. `at_once`: see `Outbox.settle`.
-    `arrivals(acked)`: the events that arrive before `acked` is done (none once it is and no
-    more came); they join the batch, handled while its acks are on their way rather than
-    after, and saved with it.
     """
     try:
-        await _handle_each(events, set_event, stages, handle)
-        if arrivals is not None:
-            await _handle_arrivals(arrivals, set_event, stages, handle)
+        for event in events:
+            set_event(event)
+            for stage in stages:
+                stage.begin(event)
+            await handle(event.message)
         for stage in stages:
             await stage.outbox.settle(at_once)
     except BaseException:
@@ -400,41 +377,3 @@ async def process_batch(
     for stage in stages:
         await stage.save(set_event)
     return True
-
-
-async def _handle_each(
-    events: Sequence[Event],
-    set_event: SetEvent,
-    stages: Sequence[BatchStage],
-    handle: Callable[[Message], Awaitable[None]],
-) -> None:
-    for event in events:
-        set_event(event)
-        for stage in stages:
-            stage.begin(event)
-        await handle(event.message)
-
-
-async def _handle_arrivals(
-    arrivals: Arrivals,
-    set_event: SetEvent,
-    stages: Sequence[BatchStage],
-    handle: Callable[[Message], Awaitable[None]],
-) -> None:
-    outboxes = list({id(stage.outbox): stage.outbox for stage in stages}.values())
-    clock = time.perf_counter
-    while True:
-        acked = asyncio.gather(*(outbox.acked() for outbox in outboxes))
-        # a failed ack is raised by `settle`; this future only says when to stop taking more
-        acked.add_done_callback(_seen)
-        started = clock()
-        arrived = await arrivals(acked)
-        outboxes[0].report_wait(clock() - started)
-        if not arrived:
-            return
-        await _handle_each(arrived, set_event, stages, handle)
-
-
-def _seen(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

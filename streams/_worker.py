@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -43,7 +43,7 @@ from schemas import InvalidEventError, TimerFired, Touchpoint, encode
 from streams._client_producer import ClientProducer, ClientTopic, install_client_producer
 from streams._decode_ahead import DecodedAhead
 from streams._errors import ConfigError
-from streams._faust_batches import Batch, event_batches
+from streams._faust_batches import event_batches
 from streams._faust_drain import install_direct_delivery
 from streams._faust_fixes import (
     committed_offset,
@@ -783,40 +783,19 @@ class Pipeline:
             self.timers_due.set()  # more to warm, after any records that arrive
 
     async def handle_batch(self, events: Sequence[Event], set_event: SetEvent) -> None:
-        """Handle and save a batch; a `Batch` that took all that was queued also takes in the
-        events that arrive while it waits for its acks (`Batch.more`)."""
-        self._decode_ahead(events)
+        decoded, started = self._identity.decoded, time.perf_counter()
+        decoded.decode(event.message for event in events if control_of(event.message) is None)
+        self._journeys.phases.add("decode", time.perf_counter() - started)
         # a full batch means a backlog: its records go out as the producer gathers them, and
         # the next batch follows at once; a batch that took all that was queued is sent at
         # once, since its actions are what the customers wait for
-        limit = self._settings.batch_max_events
-        at_once = len(events) < limit
-        arrivals = None
-        if at_once and isinstance(events, Batch):
-            batch = events
-
-            async def arrivals(acked: Awaitable[Any]) -> Sequence[Event]:
-                if self._journeys.timers_due():
-                    return []  # the batch ends, and they fire after it
-                arrived = await batch.more(acked, limit - len(batch))
-                self._decode_ahead(arrived)
-                return arrived
-
+        at_once = len(events) < self._settings.batch_max_events
         stages = (self._identity, self._journeys)
         try:
-            await process_batch(
-                events, set_event, stages, self._route, at_once=at_once, arrivals=arrivals
-            )
+            await process_batch(events, set_event, stages, self._route, at_once=at_once)
         finally:
-            self._identity.decoded.forget()
+            decoded.forget()
         self._journeys.record_processed(events)
-
-    def _decode_ahead(self, events: Sequence[Event]) -> None:
-        started = time.perf_counter()
-        self._identity.decoded.decode(
-            event.message for event in events if control_of(event.message) is None
-        )
-        self._journeys.phases.add("decode", time.perf_counter() - started)
 
     async def _route(self, message: Message) -> None:
         if message.topic == self._settings.customer_topic:

@@ -69,12 +69,14 @@ class ContactPolicy(BaseModel):
         return cls(marketing_consent="implied", quiet_hours=None, caps=[])
 
 
-class SentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class SentRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     channel: ContactChannel
     at: AwareTime
 
 
-class ContactState(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+class ContactState(
+    msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True, gc=False
+):
     """What the policy remembers of a customer: consent given or withdrawn, recent marketing
     sends (for caps), and sends waiting for quiet hours or a cap to pass.
 

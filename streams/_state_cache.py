@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import msgspec
+
 from journeys import CustomerState, decode_state
+
+
+class _Entry(msgspec.Struct, gc=False):
+    # not a tuple: the cyclic collector walks a tuple at least once, and a stream of new
+    # customers churns every entry (see `journeys._state.CustomerState`)
+    stored: bytes
+    state: CustomerState
 
 
 class StateCache:
@@ -23,7 +32,7 @@ class StateCache:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._entries: OrderedDict[bytes, tuple[bytes, CustomerState]] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -31,10 +40,10 @@ class StateCache:
     def get(self, key: bytes, stored: bytes) -> CustomerState | None:
         """The state kept for `key` if it was made from `stored`, the table's bytes now."""
         entry = self._entries.get(key)
-        if entry is None or entry[0] != stored:
+        if entry is None or entry.stored != stored:
             return None
         self._entries.move_to_end(key)
-        return entry[1]
+        return entry.state
 
     def decoded(self, key: bytes, stored: bytes) -> CustomerState:
         """The state `stored` encodes: the one kept for `key` if made from these bytes, else
@@ -49,7 +58,7 @@ class StateCache:
         """Keep `state`, which `stored` encodes; the caller must not change it afterwards."""
         if self._capacity == 0:
             return
-        self._entries[key] = (stored, state)
+        self._entries[key] = _Entry(stored, state)
         self._entries.move_to_end(key)
         if len(self._entries) > self._capacity:
             self._entries.popitem(last=False)

@@ -4,6 +4,7 @@ engine changes in place), blankness, its timers, and its stored form (`encode_st
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,6 +65,18 @@ def test_a_copy_is_equal_and_encodes_to_the_same_bytes() -> None:
     assert copied == state
     assert encode_state(copied) == encode_state(state)
     assert decode_state(encode_state(copied)) == state
+
+
+def test_the_cyclic_collector_tracks_none_of_a_states_structs() -> None:
+    # a worker keeps thousands of states; the collector walks what it tracks, and a stream of
+    # new customers makes every kept state young (`streams._state_cache`)
+    for state in (busy_state(), decode_state(encode_state(busy_state())), copy_state(busy_state())):
+        instance = state.instances["post_purchase#o-1"]
+        structs = [state, state.contact, instance, instance.last_action, *state.contact.recent]
+        assert [type(s).__name__ for s in structs if gc.is_tracked(s)] == []
+        # nor a dict that holds only structs and scalars
+        assert not gc.is_tracked(state.instances)
+        assert not gc.is_tracked(state.last_entry_at)
 
 
 def test_changing_a_copy_the_way_the_engine_does_leaves_the_original_as_it_was() -> None:

@@ -30,25 +30,6 @@ def tune_garbage_collector(settings: Settings) -> None:
     gc.set_threshold(*settings.gc_thresholds)
 
 
-def pace_collections(settings: Settings, keeping_up: bool) -> None:
-    """After a batch: the youngest generation's threshold for what the agent is doing.
-
-    A collection stops the agent for as long as it walks the young objects, and in a stream
-    of new customers those are what every event since the last collection left alive. While
-    the agent keeps up, customers wait on each stop, so it collects often and briefly
-    (`gc_keeping_up_threshold`): in B2 at 1,750 signups/s, 5,000 made the youngest
-    generation's collections at most 7.6 ms against 19-48 ms at 50,000, and lowered p99 in 8
-    of 10 pairs; in a backlog only throughput counts, and there 5,000 cost B1 3.4 %
-    (docs/performance-log.md, eighth session). A collector switched off stays off.
-    """
-    backlog = settings.gc_thresholds
-    if backlog[0] == 0:
-        return
-    first = settings.gc_keeping_up_threshold if keeping_up else backlog[0]
-    if gc.get_threshold()[0] != first:
-        gc.set_threshold(first, *backlog[1:])
-
-
 @contextmanager
 def collection_paused() -> Iterator[None]:
     """No automatic collection inside the block: the agent's batch of records runs in it.

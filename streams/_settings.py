@@ -175,14 +175,6 @@ class Settings(BaseSettings):
             "collections over the kept states a quarter of its time (JSON list in the env)",
         ),
     ] = (50_000, 20, 50)
-    gc_keeping_up_threshold: Annotated[
-        NonNegativeInt,
-        Field(
-            description="the first of `gc_thresholds` after a batch that took all that was "
-            "queued: smaller, so that each collection, which stops the agent, is short while "
-            "customers wait on it; a full batch (a backlog) sets `gc_thresholds` again",
-        ),
-    ] = 5_000
     session_timeout_seconds: Annotated[float, Field(gt=0)] = 6.0
     heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 1.0
     commit_interval_seconds: Annotated[float, Field(gt=0)] = 1.0

@@ -55,7 +55,7 @@ from streams._faust_fixes import (
 from streams._faust_flush import install_complete_producer_flush
 from streams._faust_gaps import install_gap_guard, repair_stuck_commits_forever
 from streams._faust_resume import install_resume_after_clear
-from streams._gc import collection_paused, pace_collections
+from streams._gc import collection_paused
 from streams._identity import (
     ABSORB,
     MERGE_INTO,
@@ -765,7 +765,6 @@ class Pipeline:
             # for the timers, where it did not help a burst (`streams._gc`)
             with collection_paused():
                 await self.handle_batch(events, set_event)
-            pace_collections(self._settings, keeping_up=self.took_all_queued(events))
         await self.after_batch(events, set_event)
         phases = self._journeys.phases
         phases.add("agent", time.perf_counter() - started)
@@ -790,17 +789,13 @@ class Pipeline:
         # a full batch means a backlog: its records go out as the producer gathers them, and
         # the next batch follows at once; a batch that took all that was queued is sent at
         # once, since its actions are what the customers wait for
-        at_once = self.took_all_queued(events)
+        at_once = len(events) < self._settings.batch_max_events
         stages = (self._identity, self._journeys)
         try:
             await process_batch(events, set_event, stages, self._route, at_once=at_once)
         finally:
             decoded.forget()
         self._journeys.record_processed(events)
-
-    def took_all_queued(self, events: Sequence[Event]) -> bool:
-        """A batch short of the limit took all that was queued: the agent keeps up."""
-        return len(events) < self._settings.batch_max_events
 
     async def _route(self, message: Message) -> None:
         if message.topic == self._settings.customer_topic:

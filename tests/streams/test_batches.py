@@ -641,31 +641,6 @@ def test_records_are_handled_with_the_collector_paused_and_timers_fired_without(
     assert instances(pipeline, b"aino") == ["cart_fast"]
 
 
-def test_the_collector_is_paced_by_whether_a_batch_took_all_that_was_queued(
-    pipeline: PipelineRig,
-) -> None:
-    # while the agent keeps up, customers wait on each collection: many short ones; in a
-    # backlog, few long ones (`streams._gc.pace_collections`)
-    settings = Settings(partitions=PARTITIONS, batch_max_events=2, gc_thresholds=(40_000, 15, 30))
-    pipeline.pipeline._settings = settings
-    thresholds = gc.get_threshold()
-    try:
-        gc.set_threshold(*settings.gc_thresholds)
-        one: list[Any] = [FakeEvent(pipeline.touchpoint(cart("aino", 1)))]
-        asyncio.run(pipeline.pipeline.take_batch(one, lambda _: None))
-        assert gc.get_threshold() == (settings.gc_keeping_up_threshold, 15, 30)
-
-        asyncio.run(pipeline.pipeline.take_batch([], lambda _: None))  # woken: no change
-        assert gc.get_threshold() == (settings.gc_keeping_up_threshold, 15, 30)
-
-        full: list[Any] = [FakeEvent(pipeline.touchpoint(cart(n, 2))) for n in ("eero", "kaisa")]
-        asyncio.run(pipeline.pipeline.take_batch(full, lambda _: None))
-        assert gc.get_threshold() == (40_000, 15, 30)
-    finally:
-        gc.set_threshold(*thresholds)
-    assert instances(pipeline, b"kaisa") == ["cart_fast"]
-
-
 def test_after_records_no_more_timers_fire_than_an_input_batch_holds(
     pipeline: PipelineRig,
 ) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from streams import Settings
-from streams._gc import collection_paused, pace_collections, tune_garbage_collector
+from streams._gc import collection_paused, tune_garbage_collector
 
 
 @pytest.fixture(autouse=True)
@@ -65,21 +65,3 @@ def test_no_collection_runs_in_the_block_however_much_it_allocates() -> None:
     finally:
         gc.callbacks.remove(count)
     assert len(held) + len(more) == 11_000
-
-
-def test_a_batch_that_kept_up_makes_collections_frequent_and_a_backlog_makes_them_rare() -> None:
-    settings = Settings(gc_thresholds=(40_000, 15, 30), gc_keeping_up_threshold=4_000)
-    tune_garbage_collector(settings)
-    pace_collections(settings, keeping_up=True)
-    assert gc.get_threshold() == (4_000, 15, 30)
-    pace_collections(settings, keeping_up=True)
-    assert gc.get_threshold() == (4_000, 15, 30)
-    pace_collections(settings, keeping_up=False)
-    assert gc.get_threshold() == (40_000, 15, 30)
-
-
-def test_a_collector_switched_off_by_the_settings_stays_off_whatever_the_batch() -> None:
-    settings = Settings(gc_thresholds=(0, 0, 0))
-    tune_garbage_collector(settings)
-    pace_collections(settings, keeping_up=True)
-    assert gc.get_threshold() == (0, 0, 0)

@@ -74,7 +74,6 @@ class AckGroup:
         self._sent = 0
         self._acked = 0
         self._waiters: list[asyncio.Future[None]] = []
-        self.closed = False  # no more records: the producer's `flush` waits for its acks
         self.failure: str | None = None  # the first record the broker did not take, and why
         # per partition: the highest offset acked, and the partitions with a record not taken
         self.ends: dict[int, int] = {}
@@ -102,18 +101,8 @@ class AckGroup:
         if self.failure is not None:
             raise BrokerError(self.failure)
 
-    def close(self) -> None:
-        """No record will be added: from now on the producer's `flush` waits for the group.
-
-        An open group is a batch still being processed, whose input no commit covers yet
-        (its events are acked once it is saved), so a commit need not wait for it.
-        """
-        self.closed = True
-
     def add(self) -> None:
         """A record is about to be handed to librdkafka (before: its ack may come at once)."""
-        if self.closed:
-            raise RuntimeError("a record added to a closed group")
         with self._lock:
             self._sent += 1
 
@@ -307,11 +296,10 @@ class ClientProducer(mode.Service):
         producer.flush(_SEND_NOW_SECONDS)
 
     async def flush(self) -> None:
-        """Wait until every record sent so far on its own, and every record of a closed
-        group, is acked or has failed (Faust's flush before a commit)."""
+        """Wait until every record sent so far is acked or has failed."""
         pending: list[asyncio.Future[Any]] = list(self._unacked)
-        groups = [group for group in list(self._groups) if group.closed and group.unacked]
-        pending.extend(group.acked() for group in groups)
+        # a group still being filled is waited for up to a moment when all it holds is acked
+        pending.extend(group.acked() for group in list(self._groups) if group.unacked)
         if pending:
             await asyncio.wait(pending)
 

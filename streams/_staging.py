@@ -94,8 +94,6 @@ class Outbox:
         """
         pending, self._pending = self._pending, []
         group, self._group = self._group, None
-        if group is not None:
-            group.close()  # the batch's records are all sent
         if not pending and group is None:
             return
         started = time.perf_counter()
@@ -225,7 +223,6 @@ class TableWriter:
             if not batch.stage(key, value):
                 continue  # nothing to delete: no tombstone, as Faust's table
             await producer.send_in(group, changelog, key, value, partition)
-        group.close()
         for batch in batches.values():
             batch.write()
         if group.sent:

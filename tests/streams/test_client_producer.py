@@ -207,40 +207,18 @@ async def test_a_group_s_records_are_acked_together_with_each_partition_s_end(
 
 
 @pytest.mark.asyncio
-async def test_flush_waits_for_closed_groups_and_not_for_open_ones(
-    kafka_bootstrap: str, tmp_path: Path
+async def test_flush_waits_for_the_records_of_groups_too(
+    producer: ClientProducer, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    lingering = ClientProducer(_settings(kafka_bootstrap, tmp_path))
-    lingering._config["linger.ms"] = 60_000  # no ack comes unless sent now
-    await lingering.start()
-    try:
-        topic = ClientTopic(lingering, _topic(kafka_bootstrap, tmp_path, "group-flush"))
-        await topic.send(key=b"warm", value=b"up")  # a producer id, as in the send_now test
-        client = lingering._producer
-        assert client is not None
-        assert await asyncio.get_running_loop().run_in_executor(None, client.flush, 30) == 0
-        batch_in_progress = lingering.group()
-        for n in range(20):
-            await topic.send_in(batch_in_progress, key=b"open-%d" % n, value=b"v")
+    topic = ClientTopic(producer, _topic(kafka_bootstrap, tmp_path, "group-flush"))
+    group = producer.group()
+    for n in range(200):
+        await topic.send_in(group, key=b"k%d" % n, value=b"v")
+    assert group.unacked  # nothing waited for them yet
 
-        # an open group is a batch whose input no commit covers yet: not waited for
-        await asyncio.wait_for(lingering.flush(), timeout=5)
-        assert batch_in_progress.unacked == 20
+    await producer.flush()
 
-        saved = lingering.group()
-        for n in range(20):
-            await topic.send_in(saved, key=b"closed-%d" % n, value=b"v")
-        saved.close()
-        flushing = asyncio.ensure_future(lingering.flush())
-        await asyncio.sleep(0.5)
-        assert not flushing.done()  # its records linger: the flush waits for them
-        lingering.send_now()
-        await asyncio.wait_for(flushing, timeout=30)
-        assert saved.unacked == 0
-        with pytest.raises(RuntimeError, match="closed group"):
-            await topic.send_in(saved, key=b"late", value=b"v")
-    finally:
-        await lingering.stop()
+    assert group.unacked == 0
 
 
 @pytest.mark.asyncio

@@ -78,6 +78,7 @@ class AckGroup:
         # per partition: the highest offset acked, and the partitions with a record not taken
         self.ends: dict[int, int] = {}
         self.failed_partitions: set[int] = set()
+        self.on_delivery = self._delivered  # one bound method, handed to every record
 
     @property
     def sent(self) -> int:
@@ -114,9 +115,8 @@ class AckGroup:
         if waiters:
             _wake(waiters)
 
-    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        """librdkafka's delivery report (in its thread): counted; the loop is woken only by
-        the last ack awaited."""
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        # librdkafka's thread: count, and wake the loop only for the last ack awaited
         partition, offset = message.partition(), message.offset()
         with self._lock:
             self._acked += 1

@@ -13,11 +13,10 @@ import faust
 import pytest
 import pytest_asyncio
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 
 from streams import Settings, ensure_topics
 from streams._client_producer import (
-    AckGroup,
     ClientProducer,
     ClientTopic,
     Delivered,
@@ -174,115 +173,6 @@ async def test_a_record_the_broker_did_not_take_fails_its_future(
 
     with pytest.raises(BrokerError, match=r"actions\.email: .*timed out"):
         failed.result()
-
-
-@pytest.mark.asyncio
-async def test_a_group_s_records_are_acked_together_with_each_partition_s_end(
-    producer: ClientProducer, kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    topic = ClientTopic(producer, _topic(kafka_bootstrap, tmp_path, "group"))
-    group = producer.group()
-    keys = [f"customer-{n}".encode() for n in range(40)]
-    for key in keys:
-        await topic.send_in(group, key=key, value=b"v-" + key)
-    await topic.send_in(group, key=b"pinned", value=b"to 2", partition=2)
-    assert group.sent == len(keys) + 1
-
-    await asyncio.wait_for(group.acked(), timeout=30)
-
-    assert group.unacked == 0
-    group.raise_failure()  # none failed
-    partition_of = DefaultPartitioner()
-    every = list(range(PARTITIONS))
-    per_partition = {p: 0 for p in every}
-    for key in keys:
-        per_partition[partition_of(key, every, every)] += 1
-    per_partition[2] += 1
-    # the highest offset acked in each partition: what a table's changelog offset is stored as
-    assert group.ends == {p: n - 1 for p, n in per_partition.items() if n}
-    reader = TopicReader(kafka_bootstrap, [topic.name])
-    messages = reader.wait_for(lambda ms: len(ms) == len(keys) + 1, 20, "every record")
-    reader.close()
-    assert sorted(m.key() or b"" for m in messages) == sorted([*keys, b"pinned"])
-
-
-@pytest.mark.asyncio
-async def test_flush_waits_for_the_records_of_groups_too(
-    producer: ClientProducer, kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    topic = ClientTopic(producer, _topic(kafka_bootstrap, tmp_path, "group-flush"))
-    group = producer.group()
-    for n in range(200):
-        await topic.send_in(group, key=b"k%d" % n, value=b"v")
-    assert group.unacked  # nothing waited for them yet
-
-    await producer.flush()
-
-    assert group.unacked == 0
-
-
-@pytest.mark.asyncio
-async def test_a_group_wakes_the_event_loop_once_for_all_its_acks() -> None:
-    loop = asyncio.get_running_loop()
-    wakes: list[Any] = []
-    group = AckGroup(
-        SimpleNamespace(  # type: ignore[arg-type]
-            create_future=loop.create_future,
-            call_soon_threadsafe=lambda *call: wakes.append(call),
-        )
-    )
-    for _ in range(3):
-        group.add()
-    acked = group.acked()
-    for offset in range(3):
-        message = SimpleNamespace(
-            topic=lambda: "actions.email", partition=lambda: 1, offset=lambda o=offset: o
-        )
-        group.on_delivery(None, message)  # type: ignore[arg-type]
-        assert len(wakes) == (1 if offset == 2 else 0)  # not before the last
-
-    callback, *args = wakes[0]
-    callback(*args)  # the loop's turn
-    assert acked.done()
-    assert group.ends == {1: 2}
-    # once all are in, a new wait is done at once, with no wake at all
-    assert group.acked().done()
-    assert len(wakes) == 1
-
-
-@pytest.mark.asyncio
-async def test_a_record_the_broker_did_not_take_fails_its_group() -> None:
-    group = AckGroup(asyncio.get_running_loop())
-    taken = SimpleNamespace(topic=lambda: "actions.email", partition=lambda: 0, offset=lambda: 7)
-    lost = SimpleNamespace(topic=lambda: "actions.email", partition=lambda: 1, offset=lambda: -1)
-    group.add()
-    group.add()
-    acked = group.acked()
-    group.on_delivery(None, taken)  # type: ignore[arg-type]
-    group.on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), lost)  # type: ignore[arg-type]
-
-    await asyncio.wait_for(acked, timeout=5)
-
-    assert group.ends == {0: 7}
-    assert group.failed_partitions == {1}
-    with pytest.raises(BrokerError, match=r"actions\.email\[1\]: .*timed out"):
-        group.raise_failure()
-
-
-@pytest.mark.asyncio
-async def test_a_record_librdkafka_refuses_is_not_waited_for(
-    producer: ClientProducer, kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    topic = ClientTopic(producer, _topic(kafka_bootstrap, tmp_path, "refused"))
-    group = producer.group()
-    await topic.send_in(group, key=b"k", value=b"small")
-    too_large = b"x" * 2_000_000  # over librdkafka's message.max.bytes: refused at once
-    with pytest.raises(KafkaException):
-        await topic.send_in(group, key=b"k", value=too_large)
-
-    assert group.sent == 1
-    await asyncio.wait_for(group.acked(), timeout=30)
-    group.raise_failure()
 
 
 @pytest.mark.asyncio

@@ -13,8 +13,7 @@ import pytest
 from confluent_kafka import KafkaError
 from faust.types import TP
 
-from streams._client_producer import AckGroup, ClientTopic
-from streams._errors import BrokerError
+from streams._client_producer import AckGroup
 from streams._staging import (
     Outbox,
     StagedTable,
@@ -286,66 +285,3 @@ async def test_an_outbox_with_nothing_pending_does_not_ask_to_send() -> None:
     producer = _Acks()
     await Outbox(send_now=producer.send_now).settle()
     assert producer.sent_now == 0
-
-
-class _GroupingProducer:
-    """A stand-in for the worker's producer: records counted in groups, acked when told."""
-
-    def __init__(self) -> None:
-        self.groups: list[AckGroup] = []
-        self.held: list[tuple[AckGroup, str, int]] = []
-        self.sent_now = 0
-
-    def group(self) -> AckGroup:
-        self.groups.append(AckGroup(asyncio.get_running_loop()))
-        return self.groups[-1]
-
-    async def send_in(self, group: AckGroup, topic: str, key: bytes, *_: Any) -> None:
-        group.add()
-        self.held.append((group, topic, len(self.held)))
-
-    def send_now(self) -> None:
-        self.sent_now += 1
-
-    def ack(self, failing: bool = False) -> None:
-        for group, topic, offset in self.held:
-            error = KafkaError(KafkaError._MSG_TIMED_OUT) if failing else None
-            message = SimpleNamespace(
-                topic=lambda t=topic: t, partition=lambda: 0, offset=lambda o=offset: o
-            )
-            group.on_delivery(error, message)  # type: ignore[arg-type]
-        self.held = []
-
-
-@pytest.mark.asyncio
-async def test_an_outbox_counts_its_client_topic_records_in_one_group_per_batch() -> None:
-    producer = _GroupingProducer()
-    topic = ClientTopic(producer, "actions.email")  # type: ignore[arg-type]
-    outbox = Outbox(send_now=producer.send_now)
-    for n in range(3):
-        await outbox.send(topic, b"k%d" % n, b"v")
-    assert len(outbox) == 3
-    assert len(producer.groups) == 1
-
-    settling = asyncio.ensure_future(outbox.settle())
-    await asyncio.sleep(0.01)
-    assert not settling.done()  # the acks are not in
-    producer.ack()
-    await asyncio.wait_for(settling, timeout=5)
-
-    assert producer.sent_now == 1
-    assert len(outbox) == 0
-    await outbox.send(topic, b"k", b"v")
-    assert len(producer.groups) == 2  # the next batch has a group of its own
-
-
-@pytest.mark.asyncio
-async def test_settling_a_group_with_a_record_not_taken_fails() -> None:
-    producer = _GroupingProducer()
-    topic = ClientTopic(producer, "actions.email")  # type: ignore[arg-type]
-    outbox = Outbox(send_now=producer.send_now)
-    await outbox.send(topic, b"k", b"v")
-    producer.ack(failing=True)
-
-    with pytest.raises(BrokerError, match=r"actions\.email\[0\]: .*timed out"):
-        await asyncio.wait_for(outbox.settle(), timeout=5)

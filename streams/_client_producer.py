@@ -18,7 +18,6 @@ import asyncio
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,96 +55,6 @@ class Delivered:
     offset: int
 
 
-class AckGroup:
-    """The acks of a batch of records, counted together: the event loop is woken once, when the
-    last of them is in, not once per record.
-
-    librdkafka reports acks partition by partition, so per-record futures woke the loop ~13
-    times for a batch of 40 records over 12 partitions (B2's size), and each record cost a
-    future, its result and a callback: ~650 µs of the loop's thread per such batch, against
-    ~60 µs counted here (`/tmp` benchmark against the local broker, 2026-12-08). The counts
-    are kept under a lock: the loop adds records while librdkafka's threads (the poller's, a
-    `send_now` flush's) count their acks.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._sent = 0
-        self._acked = 0
-        self._waiters: list[asyncio.Future[None]] = []
-        self.failure: str | None = None  # the first record the broker did not take, and why
-        # per partition: the highest offset acked, and the partitions with a record not taken
-        self.ends: dict[int, int] = {}
-        self.failed_partitions: set[int] = set()
-        self.on_delivery = self._delivered  # one bound method, handed to every record
-
-    @property
-    def sent(self) -> int:
-        return self._sent
-
-    @property
-    def unacked(self) -> int:
-        return self._sent - self._acked
-
-    def acked(self) -> asyncio.Future[None]:
-        """Done once every record added so far has been acked or has failed (`failure`)."""
-        waiter = self._loop.create_future()
-        with self._lock:
-            if self._acked == self._sent:
-                waiter.set_result(None)
-            else:
-                self._waiters.append(waiter)
-        return waiter
-
-    def raise_failure(self) -> None:
-        if self.failure is not None:
-            raise BrokerError(self.failure)
-
-    def add(self) -> None:
-        """A record is about to be handed to librdkafka (before: its ack may come at once)."""
-        with self._lock:
-            self._sent += 1
-
-    def withdraw(self) -> None:
-        """The record `add` announced was not taken by librdkafka: it will have no ack."""
-        with self._lock:
-            self._sent -= 1
-            waiters = self._done_waiters()
-        if waiters:
-            _wake(waiters)
-
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        # librdkafka's thread: count, and wake the loop only for the last ack awaited
-        partition, offset = message.partition(), message.offset()
-        with self._lock:
-            self._acked += 1
-            if error is None and partition is not None and offset is not None:
-                if offset > self.ends.get(partition, -1):
-                    self.ends[partition] = offset
-            else:
-                reason = error.str() if error is not None else "acked without an offset"
-                if self.failure is None:
-                    self.failure = f"{message.topic()}[{partition}]: {reason}"
-                if partition is not None:
-                    self.failed_partitions.add(partition)
-            waiters = self._done_waiters()
-        if waiters:
-            self._loop.call_soon_threadsafe(_wake, waiters)
-
-    def _done_waiters(self) -> list[asyncio.Future[None]]:
-        if self._acked != self._sent or not self._waiters:
-            return []
-        waiters, self._waiters = self._waiters, []
-        return waiters
-
-
-def _wake(waiters: list[asyncio.Future[None]]) -> None:
-    for waiter in waiters:
-        if not waiter.done():  # its awaiter may have been cancelled
-            waiter.set_result(None)
-
-
 class ClientProducer(mode.Service):
     """`await send(...)` queues a record in librdkafka and returns a future of its ack.
 
@@ -168,7 +77,6 @@ class ClientProducer(mode.Service):
         self._acks: deque[tuple[asyncio.Future[Delivered], KafkaError | None, Message]] = deque()
         self._resolve_scheduled = False
         self._unacked: set[asyncio.Future[Delivered]] = set()
-        self._groups: weakref.WeakSet[AckGroup] = weakref.WeakSet()
         self._closing = threading.Event()
         self._poller: threading.Thread | None = None
         # `send_now`: one flush at a time in a thread of its own, and at most one waiting
@@ -207,63 +115,23 @@ class ClientProducer(mode.Service):
         headers: Headers | None = None,
     ) -> asyncio.Future[Delivered]:
         """Queue one record; the future completes with the broker's ack, or fails."""
-        if self._event_loop is None:
+        if self._producer is None or self._event_loop is None or self._closing.is_set():
             raise BrokerError(f"{topic}: the worker's producer is not running")
         acked: asyncio.Future[Delivered] = self._event_loop.create_future()
-
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            self._acked(acked, error, message)
-
-        await self._produce(topic, key, value, partition, headers, on_delivery)
-        self._unacked.add(acked)
-        return acked
-
-    def group(self) -> AckGroup:
-        """A new group of records whose acks are awaited together (`send_in`)."""
-        if self._event_loop is None:
-            raise BrokerError("the worker's producer is not running")
-        group = AckGroup(self._event_loop)
-        self._groups.add(group)  # for `flush`
-        return group
-
-    async def send_in(
-        self,
-        group: AckGroup,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> None:
-        """Queue one record whose ack `group` counts (no future of its own)."""
-        group.add()
-        try:
-            await self._produce(topic, key, value, partition, headers, group.on_delivery)
-        except BaseException:
-            group.withdraw()
-            raise
-
-    async def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        headers: Headers | None,
-        on_delivery: Any,
-    ) -> None:
-        if self._producer is None or self._closing.is_set():
-            raise BrokerError(f"{topic}: the worker's producer is not running")
         options: dict[str, Any] = {}
         if partition is not None:
             options["partition"] = partition
         if headers:
             options["headers"] = headers
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            self._acked(acked, error, message)
+
         deadline = time.monotonic() + _QUEUE_FULL_LIMIT_SECONDS
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=on_delivery, **options)
-                return
+                break
             except BufferError:
                 if time.monotonic() > deadline:
                     raise BrokerError(
@@ -271,6 +139,8 @@ class ClientProducer(mode.Service):
                         f"{_QUEUE_FULL_LIMIT_SECONDS:.0f} s ({len(self._producer)} records)"
                     ) from None
                 await asyncio.sleep(_QUEUE_FULL_PAUSE_SECONDS)
+        self._unacked.add(acked)
+        return acked
 
     def send_now(self) -> None:
         """Have what the producer holds back (`linger.ms`) sent at once; returns at once.
@@ -297,9 +167,7 @@ class ClientProducer(mode.Service):
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acked or has failed."""
-        pending: list[asyncio.Future[Any]] = list(self._unacked)
-        # a group still being filled is waited for up to a moment when all it holds is acked
-        pending.extend(group.acked() for group in list(self._groups) if group.unacked)
+        pending = list(self._unacked)
         if pending:
             await asyncio.wait(pending)
 
@@ -352,17 +220,6 @@ class ClientTopic:
         partition: int | None = None,
     ) -> asyncio.Future[Delivered]:
         return await self.producer.send(self.name, key, value, partition, headers)
-
-    async def send_in(
-        self,
-        group: AckGroup,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers | None = None,
-        partition: int | None = None,
-    ) -> None:
-        await self.producer.send_in(group, self.name, key, value, partition, headers)
 
 
 def install_client_producer(app: Any, producer: ClientProducer) -> None:

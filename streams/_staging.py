@@ -27,8 +27,6 @@ from faust import streams as faust_streams
 from faust.types import EventT, Message
 from rocksdict import WriteBatch
 
-from streams._client_producer import AckGroup, ClientTopic
-
 log = logging.getLogger("polku.worker")
 
 Event = EventT[Any]
@@ -48,12 +46,7 @@ def set_current_event(event: Event | None) -> None:
 
 
 class Outbox:
-    """Records produced for the current batch; `settle` waits for the broker's acks.
-
-    Records for a `ClientTopic` (the worker's own producer) are counted in one `AckGroup` per
-    batch, whose last ack wakes the event loop once; any other topic's `send` returns a
-    future per record, awaited one by one.
-    """
+    """Records produced for the current batch; `settle` waits for the broker's acks."""
 
     def __init__(
         self,
@@ -63,7 +56,6 @@ class Outbox:
         """`waited(seconds)`: told how long each `settle` took. `send_now()`: has the producer
         send what it holds back at once, without waiting (`ClientProducer.send_now`)."""
         self._pending: list[Awaitable[Any]] = []
-        self._group: AckGroup | None = None
         self._waited = waited
         self._send_now = send_now
 
@@ -74,16 +66,11 @@ class Outbox:
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        # a send returns once the record is queued in the client; the ack comes with `settle`
-        if isinstance(topic, ClientTopic):
-            if self._group is None:
-                self._group = topic.producer.group()
-            await topic.send_in(self._group, key=key, value=value, headers=headers)
-        else:
-            self._pending.append(await topic.send(key=key, value=value, headers=headers))
+        # `send` returns once the record is queued in the client; the ack comes with `settle`
+        self._pending.append(await topic.send(key=key, value=value, headers=headers))
 
     def __len__(self) -> int:
-        return len(self._pending) + (self._group.sent if self._group is not None else 0)
+        return len(self._pending)
 
     async def settle(self, at_once: bool = True) -> None:
         """Wait for the acks of the batch's records; `at_once`: without the producer's linger.
@@ -93,17 +80,12 @@ class Outbox:
         and the worker's own client more of the machine's CPU.
         """
         pending, self._pending = self._pending, []
-        group, self._group = self._group, None
-        if not pending and group is None:
+        if not pending:
             return
         started = time.perf_counter()
         if at_once and self._send_now is not None:
             self._send_now()
-        if pending:
-            await asyncio.gather(*pending)
-        if group is not None:
-            await group.acked()
-            group.raise_failure()
+        await asyncio.gather(*pending)
         if self._waited is not None:
             self._waited(time.perf_counter() - started)
 
@@ -196,9 +178,9 @@ class TableWriter:
     table writes left out, against ~1.0k with them, so a write cost ~200 µs there. Here the
     values go into the database directly, one write batch per partition (`_PartitionWrites`),
     the changelog records to the worker's producer
-    (Faust's flush before a commit waits for them too), acked together (`AckGroup`), and each
-    partition's offset is stored once per batch, the highest acked once all are in: what
-    recovery replays from there on is the same records, applied again to the same values.
+    (Faust's flush before a commit waits for them too), and each partition's offset is
+    stored once per batch, from the ack of its last record: what recovery replays from there
+    on is the same records, applied again to the same values.
     """
 
     def __init__(self, table: Any, producer: Callable[[], Any]) -> None:
@@ -214,37 +196,27 @@ class TableWriter:
         """Write each (partition, key, value or None for a delete), in order."""
         changelog = self._table.changelog_topic.get_topic_name()
         producer = self._producer()
-        group = producer.group()  # the write's changelog records, acked together
         batches: dict[int, _PartitionWrites] = {}
+        last_sent: dict[int, asyncio.Future[Any]] = {}
         for partition, key, value in writes:
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = _PartitionWrites(self._database_of(partition))
             if not batch.stage(key, value):
                 continue  # nothing to delete: no tombstone, as Faust's table
-            await producer.send_in(group, changelog, key, value, partition)
+            sent = await producer.send(changelog, key, value, partition)
+            sent.add_done_callback(functools.partial(_report_failure, changelog, partition))
+            last_sent[partition] = sent
         for batch in batches.values():
             batch.write()
-        if group.sent:
-            group.acked().add_done_callback(functools.partial(self._persisted, changelog, group))
+        for partition, sent in last_sent.items():
+            sent.add_done_callback(functools.partial(self._persisted, partition))
 
-    def _persisted(self, changelog: str, group: AckGroup, _acked: Any) -> None:
-        for partition, offset in group.ends.items():
-            # a partition with a record not taken keeps the offset stored before: recovery
-            # replays from there the same records, applied again to the same values
-            if partition not in group.failed_partitions:
-                self._database_of(partition).put(self._offset_key, str(offset).encode())
-        if group.failure is not None:
-            # the client has given up retrying: the values are in this worker's database but
-            # not in the changelog, so another worker restoring the partition would not have
-            # them (as with Faust's own changelog sends, which fail the same way); say so
-            # rather than lose them silently
-            log.error(
-                "changelog record not written to %s (partitions %s): %s",
-                changelog,
-                sorted(group.failed_partitions),
-                group.failure,
-            )
+    def _persisted(self, partition: int, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            return  # recovery then replays from the offset stored before: the same records
+        offset = str(sent.result().offset).encode()
+        self._database_of(partition).put(self._offset_key, offset)
 
 
 class _PartitionWrites:
@@ -279,6 +251,16 @@ class _PartitionWrites:
     def write(self) -> None:
         if self._staged:
             self._database.write(self._batch)
+
+
+def _report_failure(changelog: str, partition: int, sent: asyncio.Future[Any]) -> None:
+    # the client has given up retrying: the value is in this worker's database but not in the
+    # changelog, so another worker restoring the partition would not have it (as with Faust's
+    # own changelog sends, which fail the same way); say so rather than lose it silently
+    if not sent.cancelled() and sent.exception() is not None:
+        log.error(
+            "changelog record not written to %s[%s]: %s", changelog, partition, sent.exception()
+        )
 
 
 def partition_reader(table: Any) -> Callable[[bytes, Event | None], bytes | None]:

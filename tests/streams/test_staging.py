@@ -10,10 +10,8 @@ from typing import Any
 
 import faust
 import pytest
-from confluent_kafka import KafkaError
 from faust.types import TP
 
-from streams._client_producer import AckGroup
 from streams._staging import (
     Outbox,
     StagedTable,
@@ -79,34 +77,32 @@ def test_the_staged_table_sees_its_own_writes_before_the_store(rocksdb_table: An
 
 
 class AckingProducer:
-    """The worker's producer as the writer uses it: each record of a group acked at once, at
-    its partition's next offset, as librdkafka's thread reports it (or failed)."""
+    """The worker's producer as the writer uses it: each send acked at its partition's next
+    offset."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None, int]] = []
         self.ends: dict[int, int] = {}
+        self.acks: list[asyncio.Future[Any]] = []
         self.failing = False
 
-    def group(self) -> AckGroup:
-        return AckGroup(asyncio.get_running_loop())
-
-    async def send_in(
+    async def send(
         self,
-        group: AckGroup,
         topic: str,
         key: bytes,
         value: bytes | None,
         partition: int,
-    ) -> None:
+    ) -> asyncio.Future[Any]:
         self.sent.append((topic, key, value, partition))
         offset = self.ends.get(partition, 0)
         self.ends[partition] = offset + 1
-        group.add()
-        error = KafkaError(KafkaError._MSG_TIMED_OUT) if self.failing else None
-        message = SimpleNamespace(
-            topic=lambda: topic, partition=lambda: partition, offset=lambda: offset
-        )
-        group.on_delivery(error, message)  # type: ignore[arg-type]
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.failing:
+            ack.set_exception(RuntimeError("broker gone"))
+        else:
+            ack.set_result(SimpleNamespace(offset=offset))
+        self.acks.append(ack)
+        return ack
 
 
 def _writer(table: Any, producer: AckingProducer) -> TableWriter:

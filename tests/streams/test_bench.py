@@ -77,6 +77,16 @@ def test_every_scenario_runs_and_loses_nothing(
     assert report.facts["b3_load_sent"] > 0  # and fired while the worker had input
     assert report.facts["b5_expected"] > 0
     assert report.facts["b5_lost"] == 0
+    # B5: one worker, two, two, one; the ratio is that of the two means
+    runs = sorted(name for name in report.facts if name.startswith("b5_rate_run"))
+    assert runs == ["b5_rate_run1_1w", "b5_rate_run2_2w", "b5_rate_run3_2w", "b5_rate_run4_1w"]
+    assert all(report.facts[name] > 0 for name in runs)
+    one = (report.facts["b5_rate_run1_1w"] + report.facts["b5_rate_run4_1w"]) / 2
+    two = (report.facts["b5_rate_run2_2w"] + report.facts["b5_rate_run3_2w"]) / 2
+    assert report.facts["b5_rate_1"] == pytest.approx(one)
+    assert report.facts["b5_ratio"] == pytest.approx(two / one)
+    assert f"{two / one:.2f}" in printed
+    assert "mean of runs 1-2-2-1" in printed
 
 
 def test_b2_runs_at_half_of_the_run_s_b1_rate_by_default() -> None:

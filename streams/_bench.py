@@ -815,7 +815,7 @@ def _treated_signup(settings: Settings, first: int) -> Generated:
 
 
 # B5's runs, by number of workers: one, two, two, one. The machine's speed drifts by ~15 %
-# within minutes, which a single run of each carried into the ratio (1.68-2.06 in seven runs
+# within minutes, which a single run of each carried into the ratio (1.68-2.06 in ten runs
 # of one day at one commit); in this order a drift at a steady pace cancels out of the means
 _SCALE_OUT_RUNS = (1, 2, 2, 1)
 
@@ -985,6 +985,13 @@ def run_bench(base: Settings, scale: Scale, names: list[str]) -> Report:
     if report.facts:
         # the figures behind the table, e.g. the rates polled from the metrics beside the
         # first-to-last-action ones
-        facts = ", ".join(f"{name} {value:,.0f}" for name, value in sorted(report.facts.items()))
+        facts = ", ".join(
+            f"{name} {_fact(name, value)}" for name, value in sorted(report.facts.items())
+        )
         print(f"facts: {facts}", flush=True)
     return report
+
+
+def _fact(name: str, value: float) -> str:
+    # counts, rates and times read well whole; a ratio near 1.6 does not
+    return f"{value:.2f}" if name.endswith("_ratio") else f"{value:,.0f}"

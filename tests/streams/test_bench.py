@@ -85,7 +85,8 @@ def test_every_scenario_runs_and_loses_nothing(
     two = (report.facts["b5_rate_run2_2w"] + report.facts["b5_rate_run3_2w"]) / 2
     assert report.facts["b5_rate_1"] == pytest.approx(one)
     assert report.facts["b5_ratio"] == pytest.approx(two / one)
-    assert f"{two / one:.2f}" in printed
+    assert f"| {two / one:.2f}" in printed  # the table's ratio
+    assert f"b5_ratio {two / one:.2f}" in printed  # and the facts'
     assert "mean of runs 1-2-2-1" in printed
 
 

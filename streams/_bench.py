@@ -828,14 +828,16 @@ def bench_scale_out(
     rates: dict[int, list[float]] = {1: [], 2: []}
     polled: dict[int, list[float]] = {1: [], 2: []}
     emitted: list[list[tuple[str, float]]] = []
-    for run, count in enumerate(_SCALE_OUT_RUNS):
-        settings = bench_settings(base, bootstrap, workdir, f"b5-{count}-{run}")
+    for run, count in enumerate(_SCALE_OUT_RUNS, start=1):
+        # one name per run for its topics and its workers' logs
+        label = f"b5-run{run}-{count}"
+        settings = bench_settings(base, bootstrap, workdir, label)
         ensure_topics(settings)
         produce(settings, mixed_events(scale.events, scale.customers, now))
-        polled[count].append(_group_rate(settings, workdir, count, scale, run))
+        polled[count].append(_group_rate(settings, workdir, label, count, scale))
         emitted.append(_read_actions(settings, None, scale.timeout_seconds))
         rates[count].append(action_span_rate(emitted[-1], scale.events))
-        report.facts[f"b5_rate_run{run + 1}_{count}w"] = rates[count][-1]
+        report.facts[f"b5_rate_run{run}_{count}w"] = rates[count][-1]
     one, two = statistics.fmean(rates[1]), statistics.fmean(rates[2])
     for count in (1, 2):
         report.facts[f"b5_rate_polled_{count}"] = statistics.fmean(polled[count])
@@ -867,11 +869,8 @@ def bench_scale_out(
     )
 
 
-def _group_rate(settings: Settings, workdir: Path, count: int, scale: Scale, run: int) -> float:
-    workers = [
-        Worker(settings, workdir / f"b5-run{run + 1}-{count}-{n}.log", f"w{n}")
-        for n in range(count)
-    ]
+def _group_rate(settings: Settings, workdir: Path, label: str, count: int, scale: Scale) -> float:
+    workers = [Worker(settings, workdir / f"{label}-{n}.log", f"w{n}") for n in range(count)]
     try:
         rate, _ = measure_rate(workers, scale.events, scale.timeout_seconds)
         return rate
